@@ -1,0 +1,361 @@
+//! The DNS sockets: UDP worker threads and TCP connection tasks around `answer`.
+//!
+//! UDP is served by plain blocking threads (several per socket): one `recvfrom`, one answer
+//! from the current snapshot, one `sendto`, with no executor in between. TCP connections
+//! are tokio tasks. Queries for names that are not ours go to the `Forwarder` as tasks, so
+//! a slow upstream never holds up a worker.
+
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::answer::{self, AnswerContext, Outcome, Transport};
+use super::forward::Forwarder;
+use super::stats::{DnsStats, WorkerStats};
+use crate::records::SnapshotReader;
+
+/// How often a blocked UDP worker wakes to check for shutdown.
+const UDP_WAKE: Duration = Duration::from_millis(200);
+/// Most forwarded queries in flight at once; past that a query gets SERVFAIL at once.
+const MAX_FORWARDS_IN_FLIGHT: usize = 2048;
+
+/// A listen address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for DNS on {proto} {addr}: {source}")]
+pub struct BindError {
+    pub proto: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Sockets bound before anything starts, so a taken port fails start-up cleanly.
+pub struct BoundListeners {
+    udp: Vec<Arc<StdUdpSocket>>,
+    tcp: Vec<StdTcpListener>,
+}
+
+impl BoundListeners {
+    /// Binds UDP and TCP on every address. Port 0 picks one free port for both.
+    pub fn bind(addrs: &[SocketAddr]) -> Result<BoundListeners, BindError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for &addr in addrs {
+            let err = |proto, source| BindError {
+                proto,
+                addr,
+                source,
+            };
+            let u = bind_udp(addr).map_err(|e| err("udp", e))?;
+            let port = u.local_addr().map_err(|e| err("udp", e))?.port();
+            let t = bind_tcp(SocketAddr::new(addr.ip(), port)).map_err(|e| err("tcp", e))?;
+            udp.push(Arc::new(u));
+            tcp.push(t);
+        }
+        Ok(BoundListeners { udp, tcp })
+    }
+
+    /// The addresses actually bound (with the ports chosen for port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A deeper queue absorbs bursts; the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    let socket: StdUdpSocket = socket.into();
+    socket.set_read_timeout(Some(UDP_WAKE))?;
+    // A full send buffer must not stall a worker (or a tokio task replying to a forward).
+    socket.set_write_timeout(Some(Duration::from_millis(100)))?;
+    Ok(socket)
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Limits and sizes of the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest UDP response and the EDNS size we advertise.
+    pub max_udp_size: u16,
+    /// Worker threads per UDP socket.
+    pub udp_threads: usize,
+    /// A TCP connection with no query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Most TCP connections open at once; more are closed on accept.
+    pub max_tcp_connections: usize,
+}
+
+/// The DNS server: answers from the snapshot, forwards the rest.
+pub struct DnsServer {
+    pub listeners: BoundListeners,
+    pub reader: SnapshotReader,
+    pub forwarder: Option<Arc<Forwarder>>,
+    pub stats: Arc<DnsStats>,
+    pub config: ServerConfig,
+}
+
+impl DnsServer {
+    pub async fn run(self, cancel: CancellationToken) -> io::Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        let forward_slots = Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
+        let mut threads = Vec::new();
+        for socket in &self.listeners.udp {
+            info!(addr = %socket.local_addr()?, "dns listening (udp)");
+            for n in 0..self.config.udp_threads.max(1) {
+                let worker = UdpWorker {
+                    socket: socket.clone(),
+                    reader: self.reader.clone(),
+                    ctx: AnswerContext {
+                        transport: Transport::Udp,
+                        max_udp_size: self.config.max_udp_size,
+                        forwarding: self.forwarder.is_some(),
+                    },
+                    forwarder: self.forwarder.clone(),
+                    forward_slots: forward_slots.clone(),
+                    runtime: runtime.clone(),
+                    stats: self.stats.worker(),
+                    stop: stop.clone(),
+                };
+                let name = format!("dns-udp-{n}");
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || worker.run())?,
+                );
+            }
+        }
+        let tcp_slots = Arc::new(Semaphore::new(self.config.max_tcp_connections));
+        let tcp_stats = self.stats.worker();
+        let mut tcp_tasks = tokio::task::JoinSet::new();
+        for listener in self.listeners.tcp {
+            let listener = TcpListener::from_std(listener)?;
+            info!(addr = %listener.local_addr()?, "dns listening (tcp)");
+            let tcp = TcpServer {
+                reader: self.reader.clone(),
+                forwarder: self.forwarder.clone(),
+                stats: tcp_stats.clone(),
+                slots: tcp_slots.clone(),
+                config: self.config.clone(),
+            };
+            tcp_tasks.spawn(tcp.accept_loop(listener, cancel.clone()));
+        }
+        cancel.cancelled().await;
+        stop.store(true, Ordering::Relaxed);
+        while tcp_tasks.join_next().await.is_some() {}
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await
+        .map_err(io::Error::other)?;
+        Ok(())
+    }
+}
+
+/// One UDP worker thread.
+struct UdpWorker {
+    socket: Arc<StdUdpSocket>,
+    reader: SnapshotReader,
+    ctx: AnswerContext,
+    forwarder: Option<Arc<Forwarder>>,
+    forward_slots: Arc<Semaphore>,
+    runtime: tokio::runtime::Handle,
+    stats: Arc<WorkerStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl UdpWorker {
+    fn run(self) {
+        let mut buf = vec![0u8; 65535];
+        let mut out = Vec::with_capacity(4096);
+        while !self.stop.load(Ordering::Relaxed) {
+            let (n, peer) = match self.socket.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // ICMP errors from earlier sends (ECONNREFUSED) and the like: the socket
+                    // is still good.
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let packet = &buf[..n];
+            let outcome = answer::answer(packet, &self.reader.load(), &self.ctx, &mut out);
+            match outcome {
+                Outcome::Reply { rcode, qtype } => {
+                    let _ = self.socket.send_to(&out, peer);
+                    self.stats.answered(rcode, qtype);
+                    self.stats.latency(started.elapsed().as_nanos() as u64);
+                }
+                Outcome::Forward => self.forward(packet, peer, &mut out),
+                Outcome::Drop => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn forward(&self, packet: &[u8], peer: SocketAddr, out: &mut Vec<u8>) {
+        let (Some(fwd), Ok(slot)) = (
+            self.forwarder.clone(),
+            self.forward_slots.clone().try_acquire_owned(),
+        ) else {
+            answer::servfail(packet, &self.ctx, out);
+            let _ = self.socket.send_to(out, peer);
+            self.stats.forward_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let packet = packet.to_vec();
+        let socket = self.socket.clone();
+        let stats = self.stats.clone();
+        let ctx = self.ctx;
+        self.runtime.spawn(async move {
+            let _slot = slot;
+            let resp = match fwd.forward_udp(&packet).await {
+                Some(resp) => resp,
+                None => {
+                    stats.forward_failures.fetch_add(1, Ordering::Relaxed);
+                    let mut out = Vec::new();
+                    answer::servfail(&packet, &ctx, &mut out);
+                    out
+                }
+            };
+            let _ = socket.send_to(&resp, peer);
+        });
+    }
+}
+
+/// Accepts TCP connections and serves each in a task.
+#[derive(Clone)]
+struct TcpServer {
+    reader: SnapshotReader,
+    forwarder: Option<Arc<Forwarder>>,
+    stats: Arc<WorkerStats>,
+    slots: Arc<Semaphore>,
+    config: ServerConfig,
+}
+
+impl TcpServer {
+    async fn accept_loop(self, listener: TcpListener, cancel: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                debug!(%peer, "too many tcp connections; closing a new one");
+                continue;
+            };
+            let server = self.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    r = server.serve(stream) => if let Err(e) = r {
+                        debug!(%peer, error = %e, "tcp connection ended");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serves queries on one connection until the client closes it or stays idle.
+    async fn serve(&self, mut stream: TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        let ctx = AnswerContext {
+            transport: Transport::Tcp,
+            max_udp_size: self.config.max_udp_size,
+            forwarding: self.forwarder.is_some(),
+        };
+        let idle = self.config.tcp_idle_timeout;
+        let mut packet = Vec::with_capacity(512);
+        let mut out = Vec::with_capacity(4096);
+        loop {
+            let len = match tokio::time::timeout(idle, stream.read_u16()).await {
+                Err(_) => return Ok(()), // idle
+                Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(r) => r? as usize,
+            };
+            packet.resize(len, 0);
+            tokio::time::timeout(idle, stream.read_exact(&mut packet))
+                .await
+                .map_err(|_| io::Error::new(ErrorKind::TimedOut, "query not received in time"))??;
+            let started = Instant::now();
+            match answer::answer(&packet, &self.reader.load(), &ctx, &mut out) {
+                Outcome::Reply { rcode, qtype } => {
+                    self.stats.answered(rcode, qtype);
+                    self.stats.latency(started.elapsed().as_nanos() as u64);
+                }
+                Outcome::Forward => {
+                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    let fwd = self
+                        .forwarder
+                        .as_ref()
+                        .expect("forward only when forwarding");
+                    match fwd.forward_tcp(&packet).await {
+                        Some(resp) => out = resp,
+                        None => {
+                            self.stats.forward_failures.fetch_add(1, Ordering::Relaxed);
+                            answer::servfail(&packet, &ctx, &mut out);
+                        }
+                    }
+                }
+                Outcome::Drop => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            let mut framed = Vec::with_capacity(out.len() + 2);
+            framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&out);
+            stream.write_all(&framed).await?;
+        }
+    }
+}

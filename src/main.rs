@@ -1,0 +1,60 @@
+//! The `joyride` binary: parses the configuration, sets up logging and the runtime, runs
+//! the daemon, and maps failures to exit codes (2: configuration or start-up, 1: failure
+//! while running).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use joyride::app::{self, StartError};
+use joyride::config::{Cli, Config, Environment, FileConfig, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(path) => FileConfig::read(path),
+        None => Ok(FileConfig::default()),
+    };
+    let config = match file.and_then(|f| Config::resolve(&cli, f, &Environment::process())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("joyride: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("joyride: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(config, app::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<StartError>().is_some() => {
+            eprintln!("joyride: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("joyride: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,71 @@
+//! The immutable view of all records that readers (DNS, web, cluster) load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::wire::NameEntry;
+use super::{Name, OwnerKey, Record};
+
+/// Settings of the zone Joyride is authoritative for, fixed for the process lifetime.
+#[derive(Debug)]
+pub struct ZoneInfo {
+    /// The zone apex (`docker`).
+    pub apex: Name,
+    /// The apex in lowercase wire format, the key of its entry.
+    pub apex_wire: Box<[u8]>,
+    /// TTL of records that do not set their own.
+    pub default_ttl: u32,
+    /// TTL of negative answers, and the SOA MINIMUM.
+    pub negative_ttl: u32,
+    /// RDATA of the zone's SOA record, also served in negative answers.
+    pub soa_rdata: Box<[u8]>,
+    /// This node's name: the `node` of every locally asserted record.
+    pub node: Arc<str>,
+}
+
+/// One consistent version of every record, published by the store after each batch of
+/// changes. Readers hold it through an `Arc` for as long as they answer from it.
+pub struct Snapshot {
+    /// Counts publications; a reader can tell two snapshots apart by it.
+    pub generation: u64,
+    pub zone: Arc<ZoneInfo>,
+    /// When this snapshot was published.
+    pub published: SystemTime,
+    /// Every name with records, by lowercase wire-format name.
+    pub(super) names: HashMap<Arc<[u8]>, Arc<NameEntry>>,
+    /// Names inside the zone that have no records but have descendants that do (RFC 8020
+    /// says those are not NXDOMAIN).
+    pub(super) empty_non_terminals: HashSet<Arc<[u8]>>,
+    /// Every owner's records as asserted, for listings (web, cluster).
+    pub owners: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+}
+
+impl Snapshot {
+    /// The records of a name, by its lowercase wire form.
+    #[inline]
+    pub fn lookup(&self, lower_wire: &[u8]) -> Option<&NameEntry> {
+        self.names.get(lower_wire).map(|e| &**e)
+    }
+
+    #[inline]
+    pub fn is_empty_non_terminal(&self, lower_wire: &[u8]) -> bool {
+        self.empty_non_terminals.contains(lower_wire)
+    }
+
+    /// Every name and its entry, in no order (wildcard queries scan these).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &NameEntry)> {
+        self.names.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Every asserted record with its owner, in no order.
+    pub fn records(&self) -> impl Iterator<Item = (&OwnerKey, &Record)> {
+        self.owners
+            .iter()
+            .flat_map(|(owner, recs)| recs.iter().map(move |r| (owner, r)))
+    }
+}

@@ -1,0 +1,246 @@
+//! The wire-format form of a name's records, prepared once per change so that the DNS hot
+//! path only copies bytes.
+//!
+//! A `NameEntry` is one allocation: a list of RRsets, each `[type u16][count u16][len u32]`
+//! followed by `count` resource records. Every record's owner is the compression pointer
+//! `0xC00C`, the question name at offset 12 of any response, so the answer echoes the
+//! question's case. A record can be re-pointed at another owner by rewriting those two bytes
+//! (CNAME chasing and SRV additional data do that).
+//!
+//! Names inside RDATA are written uncompressed and lowercase.
+
+use super::{Name, RData, RType};
+
+/// The compression pointer to the question name (offset 12).
+pub const QNAME_POINTER: [u8; 2] = [0xC0, 0x0C];
+const CLASS_IN: [u8; 2] = [0, 1];
+const RRSET_HEADER: usize = 8;
+
+/// A name's records in wire format, grouped into RRsets by type.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NameEntry {
+    blob: Box<[u8]>,
+}
+
+/// One RRset of a `NameEntry`.
+#[derive(Clone, Copy, Debug)]
+pub struct RrSet<'a> {
+    pub rtype: RType,
+    pub count: u16,
+    /// `count` complete resource records, owners `0xC00C`.
+    pub wire: &'a [u8],
+}
+
+impl NameEntry {
+    /// Builds the entry from every record of one name. Identical data from several owners
+    /// appears once; an RRset's TTL is the lowest TTL among its records (RFC 2181 5.2).
+    pub fn build(mut records: Vec<(RData, u32)>) -> NameEntry {
+        records.sort_by_key(|r| r.0.rtype());
+        let mut blob = Vec::with_capacity(records.len() * 24 + 8);
+        let mut i = 0;
+        while i < records.len() {
+            let rtype = records[i].0.rtype();
+            let mut j = i;
+            while j < records.len() && records[j].0.rtype() == rtype {
+                j += 1;
+            }
+            let set = &records[i..j];
+            let ttl = set.iter().map(|r| r.1).min().unwrap_or(0);
+            let header_at = blob.len();
+            blob.extend_from_slice(&[0; RRSET_HEADER]);
+            let mut count: u16 = 0;
+            let mut seen: Vec<&RData> = Vec::with_capacity(set.len());
+            for (data, _) in set {
+                if seen.contains(&data) || count == u16::MAX {
+                    continue;
+                }
+                seen.push(data);
+                write_rr(&mut blob, rtype, ttl, |out| encode_rdata(data, out));
+                count += 1;
+            }
+            let len = (blob.len() - header_at - RRSET_HEADER) as u32;
+            blob[header_at..header_at + 2].copy_from_slice(&rtype.0.to_be_bytes());
+            blob[header_at + 2..header_at + 4].copy_from_slice(&count.to_be_bytes());
+            blob[header_at + 4..header_at + 8].copy_from_slice(&len.to_be_bytes());
+            i = j;
+        }
+        NameEntry {
+            blob: blob.into_boxed_slice(),
+        }
+    }
+
+    /// Adds an RRset built elsewhere (the apex SOA): `wire` holds `count` records.
+    pub fn with_rrset(self, rtype: RType, count: u16, wire: &[u8]) -> NameEntry {
+        let mut blob = self.blob.into_vec();
+        blob.extend_from_slice(&rtype.0.to_be_bytes());
+        blob.extend_from_slice(&count.to_be_bytes());
+        blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
+        blob.extend_from_slice(wire);
+        NameEntry {
+            blob: blob.into_boxed_slice(),
+        }
+    }
+
+    pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
+        let mut at = 0;
+        let blob = &self.blob;
+        std::iter::from_fn(move || {
+            if at + RRSET_HEADER > blob.len() {
+                return None;
+            }
+            let rtype = RType(u16::from_be_bytes([blob[at], blob[at + 1]]));
+            let count = u16::from_be_bytes([blob[at + 2], blob[at + 3]]);
+            let len = u32::from_be_bytes([blob[at + 4], blob[at + 5], blob[at + 6], blob[at + 7]])
+                as usize;
+            let wire = &blob[at + RRSET_HEADER..at + RRSET_HEADER + len];
+            at += RRSET_HEADER + len;
+            Some(RrSet { rtype, count, wire })
+        })
+    }
+
+    pub fn rrset(&self, rtype: RType) -> Option<RrSet<'_>> {
+        self.rrsets().find(|s| s.rtype == rtype)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blob.is_empty()
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn heap_size(&self) -> usize {
+        self.blob.len()
+    }
+}
+
+/// Offsets of each record within an RRset's wire bytes: `(start, rdata_start, end)`.
+pub fn records(wire: &[u8]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        // owner pointer (2) + type (2) + class (2) + ttl (4) + rdlength (2)
+        if at + 12 > wire.len() {
+            return None;
+        }
+        let rdlen = u16::from_be_bytes([wire[at + 10], wire[at + 11]]) as usize;
+        let start = at;
+        at += 12 + rdlen;
+        Some((start, start + 12, at))
+    })
+}
+
+/// Appends one resource record with owner `0xC00C`; `rdata` writes the RDATA.
+pub fn write_rr(out: &mut Vec<u8>, rtype: RType, ttl: u32, rdata: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(&QNAME_POINTER);
+    out.extend_from_slice(&rtype.0.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN);
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let len_at = out.len();
+    out.extend_from_slice(&[0, 0]);
+    rdata(out);
+    let rdlen = (out.len() - len_at - 2) as u16;
+    out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+}
+
+/// Appends the RDATA of `data`.
+pub fn encode_rdata(data: &RData, out: &mut Vec<u8>) {
+    match data {
+        RData::A(ip) => out.extend_from_slice(&ip.octets()),
+        RData::Aaaa(ip) => out.extend_from_slice(&ip.octets()),
+        RData::Cname(n) | RData::Ptr(n) => n.write_wire(out),
+        RData::Txt(text) => {
+            let bytes = text.as_bytes();
+            if bytes.is_empty() {
+                out.push(0);
+            }
+            for chunk in bytes.chunks(255) {
+                out.push(chunk.len() as u8);
+                out.extend_from_slice(chunk);
+            }
+        }
+        RData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => {
+            out.extend_from_slice(&priority.to_be_bytes());
+            out.extend_from_slice(&weight.to_be_bytes());
+            out.extend_from_slice(&port.to_be_bytes());
+            target.write_wire(out);
+        }
+        RData::Mx {
+            preference,
+            exchange,
+        } => {
+            out.extend_from_slice(&preference.to_be_bytes());
+            exchange.write_wire(out);
+        }
+    }
+}
+
+/// The RDATA of the zone's SOA record.
+pub fn soa_rdata(mname: &Name, rname: &Name, serial: u32, negative_ttl: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    mname.write_wire(&mut out);
+    rname.write_wire(&mut out);
+    // serial, refresh, retry, expire, minimum (the negative-caching TTL, RFC 2308)
+    for v in [serial, 3600, 600, 86400, negative_ttl] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    #[test]
+    fn groups_dedupes_and_takes_lowest_ttl() {
+        let entry = NameEntry::build(vec![
+            (RData::A("10.0.0.2".parse().unwrap()), 30),
+            (RData::Txt("hi".into()), 10),
+            (RData::A("10.0.0.1".parse().unwrap()), 10),
+            (RData::A("10.0.0.2".parse().unwrap()), 60),
+        ]);
+        let sets: Vec<_> = entry.rrsets().collect();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].rtype, RType::A);
+        assert_eq!(sets[0].count, 2);
+        assert_eq!(sets[1].rtype, RType::TXT);
+        let recs: Vec<_> = records(sets[0].wire).collect();
+        assert_eq!(recs.len(), 2);
+        for (start, rdata, end) in recs {
+            let rr = &sets[0].wire[start..end];
+            assert_eq!(&rr[..2], &QNAME_POINTER);
+            assert_eq!(u32::from_be_bytes([rr[6], rr[7], rr[8], rr[9]]), 10);
+            assert_eq!(end - rdata, 4);
+        }
+        assert!(entry.rrset(RType::AAAA).is_none());
+    }
+
+    #[test]
+    fn encodes_rdata() {
+        let mut out = Vec::new();
+        encode_rdata(
+            &RData::Srv {
+                priority: 1,
+                weight: 2,
+                port: 80,
+                target: n("web.docker"),
+            },
+            &mut out,
+        );
+        assert_eq!(out, b"\x00\x01\x00\x02\x00\x50\x03web\x06docker\x00");
+        out.clear();
+        encode_rdata(&RData::Txt("x".repeat(300).into()), &mut out);
+        assert_eq!(out.len(), 302);
+        assert_eq!(out[0], 255);
+        assert_eq!(out[256], 45);
+        out.clear();
+        encode_rdata(&RData::Txt("".into()), &mut out);
+        assert_eq!(out, [0]);
+    }
+}

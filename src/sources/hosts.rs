@@ -1,0 +1,350 @@
+//! The hosts-directory source: every file in `--hosts-dir`, in /etc/hosts format, served
+//! live.
+//!
+//! Each file is one owner (its path): a change to it replaces that file's records as a whole.
+//! Changes arrive by inotify (the `notify` crate); the directory is watched first and listed
+//! second, so no change between the two is missed. A directory that does not exist yet is
+//! checked for once a second until it appears. A bad line is reported with its file and line
+//! number and skipped; an unreadable file keeps the records it had.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::records::{Name, RData, Record, SourceKind, StoreHandle};
+
+/// Events queued from the watcher thread before it marks "rescan everything" instead.
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+/// Quiet time after the last event before files are read, so a burst of writes to one
+/// file is read once, complete.
+const SETTLE: Duration = Duration::from_millis(25);
+/// Longest a change waits for the burst to end.
+const MAX_SETTLE: Duration = Duration::from_millis(300);
+/// How often a missing directory is looked for, and a present one checked still to exist.
+const DIR_CHECK: Duration = Duration::from_secs(1);
+
+/// One bad line of a hosts file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Parses hosts-format text: `IP NAME [NAME...]`, `#` comments. Names without a dot are
+/// qualified with `zone`. Returns the records of the good lines and the bad lines.
+pub fn parse_hosts(text: &str, zone: &Name) -> (Vec<Record>, Vec<LineError>) {
+    let mut records = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("");
+        let mut parts = line.split_whitespace();
+        let Some(ip_text) = parts.next() else {
+            continue;
+        };
+        let bad = |reason: String| LineError {
+            line: i + 1,
+            reason,
+        };
+        let ip = match ip_text
+            .split('%')
+            .next()
+            .unwrap_or(ip_text)
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => ip,
+            Err(_) => {
+                errors.push(bad(format!("{ip_text:?} is not an IP address")));
+                continue;
+            }
+        };
+        let names: Vec<&str> = parts.collect();
+        if names.is_empty() {
+            errors.push(bad(format!("no name after {ip_text}")));
+            continue;
+        }
+        let parsed: Result<Vec<Name>, String> = names
+            .iter()
+            .map(|n| Name::qualify(n, zone).map_err(|e| format!("name {n:?}: {e}")))
+            .collect();
+        match parsed {
+            Ok(names) => records.extend(
+                names
+                    .into_iter()
+                    .map(|n| Record::new(n, RData::address(ip))),
+            ),
+            Err(reason) => errors.push(bad(reason)),
+        }
+    }
+    (records, errors)
+}
+
+/// What the source knows of one file, for the status page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileReport {
+    pub records: usize,
+    pub bad_lines: Vec<LineError>,
+}
+
+/// The source's state as the web shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HostsStatus {
+    pub directory: PathBuf,
+    /// Whether the directory exists (and is watched).
+    pub present: bool,
+    pub files: BTreeMap<PathBuf, FileReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    #[error("cannot watch hosts directory {dir}: {source}")]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::records::store::StoreClosed),
+}
+
+/// The running source.
+pub struct HostsSource {
+    pub dir: PathBuf,
+    pub zone: Name,
+    pub store: StoreHandle,
+    pub status: watch::Sender<HostsStatus>,
+}
+
+/// Per file: a hash of the content last served (unchanged content is not re-applied nor
+/// re-reported).
+type Served = HashMap<PathBuf, u64>;
+
+impl HostsSource {
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), HostsError> {
+        let mut served = Served::new();
+        loop {
+            if !self.wait_for_dir(&cancel).await {
+                return Ok(());
+            }
+            let (tx, mut rx) = mpsc::channel::<notify::Event>(EVENT_CHANNEL_CAPACITY);
+            let overflow = Arc::new(AtomicBool::new(false));
+            let flag = overflow.clone();
+            let mut watcher =
+                notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                    Ok(ev) => {
+                        if tx.try_send(ev).is_err() {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => flag.store(true, Ordering::Relaxed),
+                })
+                .map_err(|source| HostsError::Watch {
+                    dir: self.dir.clone(),
+                    source,
+                })?;
+            if let Err(source) = watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %self.dir.display(), error = %source, "cannot watch hosts directory; retrying");
+                tokio::time::sleep(DIR_CHECK).await;
+                continue;
+            }
+            info!(dir = %self.dir.display(), "watching hosts directory");
+            self.status.send_modify(|s| s.present = true);
+            self.rescan(&mut served).await?;
+
+            let mut check = tokio::time::interval(DIR_CHECK);
+            loop {
+                let mut paths: HashSet<PathBuf> = HashSet::new();
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = check.tick() => {}
+                    ev = rx.recv() => {
+                        if let Some(ev) = ev {
+                            paths.extend(ev.paths);
+                        }
+                        let deadline = tokio::time::Instant::now() + MAX_SETTLE;
+                        while let Ok(Some(ev)) = tokio::time::timeout_at(
+                            deadline.min(tokio::time::Instant::now() + SETTLE),
+                            rx.recv(),
+                        ).await {
+                            paths.extend(ev.paths);
+                        }
+                    }
+                }
+                if !self.dir.is_dir() {
+                    warn!(dir = %self.dir.display(), "hosts directory disappeared; withdrawing its records");
+                    for path in served.keys().cloned().collect::<Vec<_>>() {
+                        self.withdraw(&path, &mut served).await?;
+                    }
+                    self.status.send_modify(|s| s.present = false);
+                    break;
+                }
+                if overflow.swap(false, Ordering::Relaxed) {
+                    self.rescan(&mut served).await?;
+                    continue;
+                }
+                for path in paths {
+                    if path.parent() == Some(self.dir.as_path()) {
+                        self.reload(&path, &mut served).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Returns false when cancelled before the directory appeared.
+    async fn wait_for_dir(&self, cancel: &CancellationToken) -> bool {
+        let mut reported = false;
+        while !self.dir.is_dir() {
+            if !reported {
+                warn!(dir = %self.dir.display(), "hosts directory does not exist (yet); will pick it up when it appears");
+                reported = true;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(DIR_CHECK) => {}
+            }
+        }
+        true
+    }
+
+    /// Reads every file, and withdraws files served before that are gone.
+    async fn rescan(&self, served: &mut Served) -> Result<(), HostsError> {
+        let mut present = HashSet::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    present.insert(entry.path());
+                }
+            }
+            Err(e) => {
+                warn!(dir = %self.dir.display(), error = %e, "cannot list hosts directory");
+                return Ok(());
+            }
+        }
+        let gone: Vec<PathBuf> = served
+            .keys()
+            .filter(|p| !present.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone.iter().chain(present.iter()) {
+            self.reload(path, served).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings one path's records up to date with the file (or its absence).
+    async fn reload(&self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if hidden {
+            return Ok(());
+        }
+        let text = match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => match std::fs::read(path) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return self.withdraw(path, served).await
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "cannot read hosts file; keeping what it served");
+                    return Ok(());
+                }
+            },
+            Ok(_) => return self.withdraw(path, served).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self.withdraw(path, served).await
+            }
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "cannot read hosts file; keeping what it served");
+                return Ok(());
+            }
+        };
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        if served.get(path) == Some(&hash) {
+            return Ok(());
+        }
+        let (records, errors) = parse_hosts(&text, &self.zone);
+        for e in &errors {
+            warn!(file = %path.display(), line = e.line, reason = %e.reason, "bad hosts line skipped");
+        }
+        info!(file = %path.display(), records = records.len(), bad_lines = errors.len(), "hosts file loaded");
+        let report = FileReport {
+            records: records.len(),
+            bad_lines: errors,
+        };
+        self.store
+            .replace(SourceKind::Hosts, path.display().to_string(), records)
+            .await?;
+        served.insert(path.to_path_buf(), hash);
+        self.status.send_modify(|s| {
+            s.files.insert(path.to_path_buf(), report);
+        });
+        Ok(())
+    }
+
+    async fn withdraw(&self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
+        if served.remove(path).is_some() {
+            info!(file = %path.display(), "hosts file removed; withdrawing its records");
+            self.store
+                .replace(SourceKind::Hosts, path.display().to_string(), Vec::new())
+                .await?;
+            self.status.send_modify(|s| {
+                s.files.remove(path);
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_text() {
+        let zone = Name::parse("docker").unwrap();
+        let text = "\
+# comment line
+10.0.0.1 web web.example.com   # trailing comment
+fd00::2\tdb
+10.0.0.300 broken
+10.0.0.4
+fe80::1%eth0 link
+10.0.0.5 good bad!name
+   
+";
+        let (records, errors) = parse_hosts(text, &zone);
+        let got: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.data))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "web.docker 10.0.0.1",
+                "web.example.com 10.0.0.1",
+                "db.docker fd00::2",
+                "link.docker fe80::1"
+            ]
+        );
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![4, 5, 7]);
+        assert!(errors[0].reason.contains("not an IP address"));
+        assert!(errors[1].reason.contains("no name"));
+        assert!(errors[2].reason.contains("bad!name"));
+    }
+}
