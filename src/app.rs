@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -21,7 +20,8 @@ use crate::dns::server::{BindError, BoundListeners, DnsServer, ServerConfig};
 use crate::dns::stats::DnsStats;
 use crate::records::store::{self, ZoneConfig};
 use crate::records::{SnapshotReader, SourceKind};
-use crate::sources::hosts::{HostsSource, HostsStatus};
+use crate::sources::hosts::HostsSource;
+use crate::status::{ComponentStatus, StatusBoard};
 
 /// How long the sources get to stop before DNS is stopped anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -43,7 +43,8 @@ pub struct Shared {
     pub dns_stats: Arc<DnsStats>,
     /// DNS addresses actually bound.
     pub dns_addrs: Vec<SocketAddr>,
-    pub hosts: Option<watch::Receiver<HostsStatus>>,
+    /// Every component's self-reported status.
+    pub status: Arc<StatusBoard>,
     pub started: SystemTime,
 }
 
@@ -89,19 +90,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .context("store stopped")?;
     }
-    let mut hosts_rx = None;
-    if let Some(dir) = &config.hosts_dir {
-        let (tx, rx) = watch::channel(HostsStatus {
-            directory: dir.clone(),
+    let status = Arc::new(StatusBoard::default());
+    let dns_status = status.register(
+        "dns",
+        ComponentStatus {
+            healthy: true,
+            critical: true,
+            state: "listening".into(),
+            details: serde_json::json!({ "listen": dns_addrs, "upstreams": config.upstreams }),
             ..Default::default()
-        });
-        hosts_rx = Some(rx);
-        let source = HostsSource {
-            dir: dir.clone(),
-            zone: config.domain.clone(),
-            store: store.clone(),
-            status: tx,
-        };
+        },
+    );
+    if let Some(dir) = &config.hosts_dir {
+        let tx = status.register("hosts", ComponentStatus::default());
+        let source = HostsSource::new(dir.clone(), config.domain.clone(), store.clone(), tx);
         let cancel = sources_cancel.clone();
         sources.spawn(async move { ("hosts", source.run(cancel).await.map_err(Into::into)) });
     }
@@ -113,7 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         reader: reader.clone(),
         dns_stats: dns_stats.clone(),
         dns_addrs: dns_addrs.clone(),
-        hosts: hosts_rx,
+        status: status.clone(),
         started: SystemTime::now(),
     };
     let server = DnsServer {
@@ -142,6 +144,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             failure = Some(e.context(format!("{name} source stopped")));
         }
         r = &mut dns => {
+            dns_status.send_modify(|s| {
+                s.healthy = false;
+                s.state = "stopped".into();
+            });
             let e = match r {
                 Ok(Ok(())) => anyhow::anyhow!("stopped unexpectedly"),
                 Ok(Err(e)) => e.into(),

@@ -9,3 +9,4 @@ pub mod config;
 pub mod dns;
 pub mod records;
 pub mod sources;
+pub mod status;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::records::{Name, RData, Record, SourceKind, StoreHandle};
+use crate::status::ComponentStatus;
 
 /// Events queued from the watcher thread before it marks "rescan everything" instead.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
@@ -116,10 +117,17 @@ pub enum HostsError {
 
 /// The running source.
 pub struct HostsSource {
-    pub dir: PathBuf,
-    pub zone: Name,
-    pub store: StoreHandle,
-    pub status: watch::Sender<HostsStatus>,
+    dir: PathBuf,
+    zone: Name,
+    store: StoreHandle,
+    /// Where the source reports itself (web page, API, metrics).
+    status: watch::Sender<ComponentStatus>,
+    /// What `status` shows in its details.
+    report: HostsStatus,
+    /// Bad lines reported since start (a metric).
+    bad_lines_total: u64,
+    /// Files (re)loaded since start (a metric).
+    loads_total: u64,
 }
 
 /// Per file: a hash of the content last served (unchanged content is not re-applied nor
@@ -127,7 +135,50 @@ pub struct HostsSource {
 type Served = HashMap<PathBuf, u64>;
 
 impl HostsSource {
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), HostsError> {
+    pub fn new(
+        dir: PathBuf,
+        zone: Name,
+        store: StoreHandle,
+        status: watch::Sender<ComponentStatus>,
+    ) -> HostsSource {
+        let source = HostsSource {
+            report: HostsStatus {
+                directory: dir.clone(),
+                ..Default::default()
+            },
+            dir,
+            zone,
+            store,
+            status,
+            bad_lines_total: 0,
+            loads_total: 0,
+        };
+        source.publish();
+        source
+    }
+
+    fn publish(&self) {
+        let present = self.report.present;
+        self.status.send_replace(ComponentStatus {
+            healthy: present,
+            critical: false,
+            state: if present {
+                "watching"
+            } else {
+                "waiting for directory"
+            }
+            .to_string(),
+            details: serde_json::to_value(&self.report).unwrap_or_default(),
+            counters: [
+                ("bad_lines".to_string(), self.bad_lines_total),
+                ("file_loads".to_string(), self.loads_total),
+            ]
+            .into_iter()
+            .collect(),
+        });
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), HostsError> {
         let mut served = Served::new();
         loop {
             if !self.wait_for_dir(&cancel).await {
@@ -155,7 +206,8 @@ impl HostsSource {
                 continue;
             }
             info!(dir = %self.dir.display(), "watching hosts directory");
-            self.status.send_modify(|s| s.present = true);
+            self.report.present = true;
+            self.publish();
             self.rescan(&mut served).await?;
 
             let mut check = tokio::time::interval(DIR_CHECK);
@@ -182,7 +234,8 @@ impl HostsSource {
                     for path in served.keys().cloned().collect::<Vec<_>>() {
                         self.withdraw(&path, &mut served).await?;
                     }
-                    self.status.send_modify(|s| s.present = false);
+                    self.report.present = false;
+                    self.publish();
                     break;
                 }
                 if overflow.swap(false, Ordering::Relaxed) {
@@ -215,7 +268,7 @@ impl HostsSource {
     }
 
     /// Reads every file, and withdraws files served before that are gone.
-    async fn rescan(&self, served: &mut Served) -> Result<(), HostsError> {
+    async fn rescan(&mut self, served: &mut Served) -> Result<(), HostsError> {
         let mut present = HashSet::new();
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
@@ -240,7 +293,7 @@ impl HostsSource {
     }
 
     /// Brings one path's records up to date with the file (or its absence).
-    async fn reload(&self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
+    async fn reload(&mut self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
         let hidden = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -290,21 +343,21 @@ impl HostsSource {
             .replace(SourceKind::Hosts, path.display().to_string(), records)
             .await?;
         served.insert(path.to_path_buf(), hash);
-        self.status.send_modify(|s| {
-            s.files.insert(path.to_path_buf(), report);
-        });
+        self.bad_lines_total += report.bad_lines.len() as u64;
+        self.loads_total += 1;
+        self.report.files.insert(path.to_path_buf(), report);
+        self.publish();
         Ok(())
     }
 
-    async fn withdraw(&self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
+    async fn withdraw(&mut self, path: &Path, served: &mut Served) -> Result<(), HostsError> {
         if served.remove(path).is_some() {
             info!(file = %path.display(), "hosts file removed; withdrawing its records");
             self.store
                 .replace(SourceKind::Hosts, path.display().to_string(), Vec::new())
                 .await?;
-            self.status.send_modify(|s| {
-                s.files.remove(path);
-            });
+            self.report.files.remove(path);
+            self.publish();
         }
         Ok(())
     }
