@@ -367,9 +367,8 @@ impl Config {
         };
 
         let forward = !(cli.no_forward || file.no_forward.unwrap_or(false));
-        let upstreams: Vec<SocketAddr> = if !forward {
-            Vec::new()
-        } else if !cli.upstream.is_empty() {
+        // Given upstreams are validated even with --no-forward: a bad value is an error.
+        let upstreams: Vec<SocketAddr> = if !cli.upstream.is_empty() {
             cli.upstream
                 .iter()
                 .filter(|s| !s.trim().is_empty())
@@ -387,6 +386,7 @@ impl Config {
                 .filter(|ns| !is_own_address(ns, &dns_listen))
                 .collect()
         };
+        let upstreams = if forward { upstreams } else { Vec::new() };
         let upstream_timeout = match &cli.upstream_timeout {
             Some(v) => seconds("--upstream-timeout", v)?,
             None => match file.upstream_timeout {

@@ -3,4 +3,8 @@
 
 mod support;
 
+mod cli;
 mod dns;
+mod forward;
+mod hosts;
+mod malformed;
