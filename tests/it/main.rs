@@ -3,5 +3,7 @@
 
 mod support;
 
+mod browser;
 mod dns;
 mod web;
+mod webdriver;

@@ -372,9 +372,37 @@ pub fn http_request(
         req.push_str(b);
     }
     stream.write_all(req.as_bytes()).expect("http send");
+    // Read until the body is complete (by Content-Length, or the end of the chunks), or the
+    // server closes: some servers (chromedriver) keep the connection open regardless.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("http read");
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf).expect("http read");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if response_complete(&raw) {
+            break;
+        }
+    }
     parse_http_response(&raw)
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")
 }
 
 pub fn parse_http_response(raw: &[u8]) -> HttpResponse {
