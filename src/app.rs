@@ -48,8 +48,6 @@ pub struct Shared {
     pub dns_addrs: Vec<SocketAddr>,
     /// Every component's self-reported status.
     pub status: Arc<StatusBoard>,
-    /// The web server's address actually bound; `None` with `--no-http`.
-    pub http_addr: Option<SocketAddr>,
     pub started: SystemTime,
 }
 
@@ -127,7 +125,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dns_stats: dns_stats.clone(),
         dns_addrs: dns_addrs.clone(),
         status: status.clone(),
-        http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
         started: SystemTime::now(),
     };
     // The web server stops with the sources, before DNS.

@@ -661,6 +661,28 @@ mod tests {
     }
 
     #[test]
+    fn only_critical_failures_make_the_daemon_unhealthy() {
+        let c = |healthy, critical, state: &str| ComponentStatus {
+            healthy,
+            critical,
+            state: state.into(),
+            ..Default::default()
+        };
+        let mut components = BTreeMap::new();
+        components.insert("dns".to_string(), c(true, true, "listening"));
+        components.insert(
+            "hosts".to_string(),
+            c(false, false, "waiting for directory"),
+        );
+        assert!(failing(&components).is_empty());
+        components.insert("docker".to_string(), c(false, true, "disconnected"));
+        assert_eq!(
+            failing(&components),
+            vec![json!({"component": "docker", "state": "disconnected"})]
+        );
+    }
+
+    #[test]
     fn console_lookups() {
         let c = ConsoleContainer {
             id: "0123456789abcdef".into(),

@@ -458,3 +458,21 @@ fn web_http_port_taken_exits_2_naming_the_address() {
     assert!(err.contains(&want), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn web_sigterm_with_an_open_event_stream_exits_promptly() {
+    let mut j = Joyride::start(&["--no-forward"]);
+    let mut stream = TcpStream::connect(j.http_addr()).unwrap();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = String::new();
+    BufReader::new(&stream).read_line(&mut first).unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let started = Instant::now();
+    let status = j.terminate();
+    assert!(status.success(), "{status}: {}", j.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?} to stop",
+        started.elapsed()
+    );
+}
