@@ -15,14 +15,18 @@ pub mod metrics;
 pub mod page;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -30,6 +34,10 @@ use crate::app::Shared;
 
 /// How long open connections (event streams included) get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Most HTTP connections open at once; more wait in the kernel's backlog. The server shares
+/// the process's file descriptors with DNS over TCP, which a flood of idle HTTP connections
+/// must not starve.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
 
 /// The HTTP address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,10 @@ impl WebServer {
             cancel: cancel.clone(),
         };
         info!(listen = %http_addr, "web page, API and metrics listening");
+        let listener = BoundedListener {
+            inner: listener,
+            slots: Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS)),
+        };
         let serve = axum::serve(listener, router(state))
             .with_graceful_shutdown(cancel.clone().cancelled_owned());
         tokio::select! {
@@ -99,6 +111,83 @@ impl WebServer {
             // Graceful shutdown waits for every connection; do not wait forever.
             _ = async { cancel.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
         }
+    }
+}
+
+/// A listener that holds at most `MAX_HTTP_CONNECTIONS` connections open.
+struct BoundedListener {
+    inner: tokio::net::TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedStream, SocketAddr) {
+        // The semaphore is never closed.
+        let permit = match self.slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        };
+        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (
+            CountedStream {
+                io,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its place among `MAX_HTTP_CONNECTIONS` until dropped.
+struct CountedStream {
+    io: tokio::net::TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -476,3 +476,31 @@ fn web_sigterm_with_an_open_event_stream_exits_promptly() {
         started.elapsed()
     );
 }
+
+/// Idle HTTP connections are capped (256), so they cannot use up the file descriptors DNS
+/// over TCP needs; past the cap, new connections wait until one closes.
+#[test]
+fn web_connections_are_capped_and_dns_keeps_answering() {
+    let j = Joyride::start(&["--no-forward"]);
+    let mut idle: Vec<TcpStream> = (0..256)
+        .map(|_| TcpStream::connect(j.http_addr()).unwrap())
+        .collect();
+    // A request behind them waits; DNS over TCP answers meanwhile.
+    let addr = j.http_addr();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(http_get(addr, "/health").status);
+    });
+    assert_eq!(
+        j.query_tcp("docker.", RecordType::SOA)
+            .metadata
+            .response_code,
+        ResponseCode::NoError
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the 257th connection should wait"
+    );
+    idle.truncate(255);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(200));
+}
