@@ -105,6 +105,19 @@ fn web_page_in_chromium_updates_live_filters_and_keeps_theme() {
         "return document.querySelectorAll('#records-body tr:not([hidden])').length === 5;",
     );
 
+    // Column headers sort, and the order survives live updates.
+    s.click("#records thead th:nth-child(1)");
+    s.click("#records thead th:nth-child(1)");
+    let first = "return document.querySelector('#records-body tr').cells[0].textContent;";
+    assert_eq!(s.js(first), "ns.docker", "name, descending");
+    std::fs::write(hosts.path().join("later"), "10.1.0.10 zulu\n").unwrap();
+    s.wait_js(
+        "zulu row, sorted first",
+        "return document.querySelector('#records-body tr').cells[0].textContent === 'zulu.docker';",
+    );
+    s.click("#records thead th:nth-child(1)");
+    assert_eq!(s.js(first), "alpha.docker", "name, ascending");
+
     let dir = screenshot_dir();
     s.screenshot(&dir.join("page-light-1280x800.png"));
 

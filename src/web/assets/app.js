@@ -38,6 +38,37 @@
   });
   $('filter-form').addEventListener('submit', function (e) { e.preventDefault(); });
 
+  // ---- sorting (kept across live updates) ----------------------------------------------
+  var sortCol = -1;
+  var sortDir = 1;
+  var heads = document.querySelectorAll('#records thead th');
+  function sortRows() {
+    if (sortCol < 0) return;
+    var rows = Array.prototype.slice.call(tbody.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[sortCol].textContent;
+      var y = b.cells[sortCol].textContent;
+      return sortDir * x.localeCompare(y, undefined, { numeric: true, sensitivity: 'base' });
+    });
+    rows.forEach(function (r) { tbody.appendChild(r); });
+  }
+  Array.prototype.forEach.call(heads, function (th, i) {
+    th.classList.add('sortable');
+    th.tabIndex = 0;
+    th.setAttribute('aria-sort', 'none');
+    function activate() {
+      if (sortCol === i) sortDir = -sortDir;
+      else { sortCol = i; sortDir = 1; }
+      Array.prototype.forEach.call(heads, function (h) { h.setAttribute('aria-sort', 'none'); });
+      th.setAttribute('aria-sort', sortDir > 0 ? 'ascending' : 'descending');
+      sortRows();
+    }
+    th.addEventListener('click', activate);
+    th.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); activate(); }
+    });
+  });
+
   // ---- live updates -------------------------------------------------------------------
   function setLive(state, text) {
     live.setAttribute('data-state', state);
@@ -47,6 +78,7 @@
   function apply(p) {
     if (typeof p.records === 'string') {
       tbody.innerHTML = p.records;
+      sortRows();
       applyFilter();
     }
     $('components').innerHTML = p.components;
