@@ -6,7 +6,7 @@
 //! renderings of one thing. The script only swaps fragments in, filters rows and keeps
 //! the theme. Every asset is compiled in (`include_str!`): no CDN, no web font.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -182,17 +182,40 @@ pub fn render_components(status: &Value) -> String {
     out
 }
 
-/// A container id is shown short, as `docker ps` does; paths and the rest in full.
-fn short_owner(r: &RecordRow) -> &str {
-    if r.source == "docker" && r.owner.len() > 12 && r.owner.is_ascii() {
-        &r.owner[..12]
-    } else {
-        &r.owner
+/// Container names by id, when the Docker source publishes `details.containers` as objects
+/// with `id` and `name` (the console reads the same).
+pub fn container_names(status: &Value) -> HashMap<String, String> {
+    status["components"]["docker"]["details"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let id = c["id"].as_str()?;
+            let name = c["name"].as_str()?.trim_start_matches('/');
+            Some((id.to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+/// A container is shown by its name when known, else by its id shortened as `docker ps`
+/// does; paths and the rest in full.
+fn owner_label<'a>(r: &'a RecordRow, names: &'a HashMap<String, String>) -> &'a str {
+    if r.source != "docker" {
+        return &r.owner;
+    }
+    match names.get(&r.owner) {
+        Some(name) => name,
+        None if r.owner.len() > 12 && r.owner.is_ascii() => &r.owner[..12],
+        None => &r.owner,
     }
 }
 
 /// The records table's rows, each with the text the filter box searches.
-pub fn render_record_rows(rows: &[RecordRow], filter: &RecordFilter) -> String {
+pub fn render_record_rows(
+    rows: &[RecordRow],
+    filter: &RecordFilter,
+    names: &HashMap<String, String>,
+) -> String {
     let mut out = String::with_capacity(rows.len() * 320);
     for r in rows {
         let hidden = if filter.matches(r) { "" } else { " hidden" };
@@ -213,7 +236,7 @@ pub fn render_record_rows(rows: &[RecordRow], filter: &RecordFilter) -> String {
             ttl = r.ttl,
             source = esc(r.source),
             owner_full = esc(&r.owner),
-            owner = esc(short_owner(r)),
+            owner = esc(owner_label(r, names)),
             node = esc(&r.node),
         );
     }
@@ -303,7 +326,11 @@ pub fn page_parts(state: &WebState, snap: &Snapshot, with_records: bool) -> Valu
     });
     if with_records {
         let rows = record_rows(snap);
-        parts["records"] = Value::String(render_record_rows(&rows, &RecordFilter::default()));
+        parts["records"] = Value::String(render_record_rows(
+            &rows,
+            &RecordFilter::default(),
+            &container_names(&status),
+        ));
         parts["records_total"] = json!(rows.len());
     }
     parts
@@ -347,7 +374,10 @@ pub fn render_index(state: &WebState, snap: &Snapshot, filter: &RecordFilter) ->
         if healthy { "healthy" } else { "unhealthy" }.into(),
     );
     v.insert("components", render_components(&status));
-    v.insert("records", render_record_rows(&rows, filter));
+    v.insert(
+        "records",
+        render_record_rows(&rows, filter, &container_names(&status)),
+    );
     v.insert(
         "records_count",
         if filter == &RecordFilter::default() {
@@ -561,7 +591,7 @@ mod tests {
             owner: "config".into(),
             node: "n1".into(),
         }];
-        let html = render_record_rows(&rows, &RecordFilter::default());
+        let html = render_record_rows(&rows, &RecordFilter::default(), &HashMap::new());
         assert!(html.contains("&lt;script&gt;{{records}}&lt;/script&gt;"));
         assert!(!html.contains("<script>"));
         assert!(html.contains("data-search=\"txt.docker txt &lt;script&gt;"));
@@ -569,7 +599,32 @@ mod tests {
             q: Some("nomatch".into()),
             ..Default::default()
         };
-        assert!(render_record_rows(&rows, &filter).contains(" hidden>"));
+        assert!(render_record_rows(&rows, &filter, &HashMap::new()).contains(" hidden>"));
+    }
+
+    #[test]
+    fn containers_are_shown_by_name_when_known() {
+        let row = |owner: &str| RecordRow {
+            hostname: "web.docker".into(),
+            ip_address: "172.17.0.2".into(),
+            ttl: 10,
+            rtype: "A".into(),
+            source: "docker",
+            owner: owner.into(),
+            node: "n1".into(),
+        };
+        let status = json!({"components": {"docker": {"details": {"containers": [
+            {"id": "0123456789abcdef", "name": "/web-1", "image": "nginx"}
+        ]}}}});
+        let names = container_names(&status);
+        let known = row("0123456789abcdef");
+        let unknown = row("fedcba9876543210");
+        assert_eq!(owner_label(&known, &names), "web-1");
+        assert_eq!(owner_label(&unknown, &names), "fedcba987654");
+        assert!(container_names(
+            &json!({"components": {"docker": {"details": {"containers": 3}}}})
+        )
+        .is_empty());
     }
 
     #[test]

@@ -158,8 +158,12 @@ fn web_page_in_chromium_updates_live_filters_and_keeps_theme() {
     assert!(!is_dark(&s.js(BODY_BG)), "toggled back to light");
     s.screenshot(&dir.join("page-light-390.png"));
 
-    // Without a remembered choice the page follows the system's dark preference.
-    s.js("localStorage.removeItem('joyride-theme'); return null;");
+    // Back on the system's theme, nothing is remembered: the page follows the system again,
+    // here when it turns dark.
+    assert_eq!(
+        s.js("return localStorage.getItem('joyride-theme');"),
+        serde_json::Value::Null
+    );
     s.emulate_color_scheme("dark");
     s.viewport(1280, 800, false);
     s.refresh();

@@ -131,10 +131,17 @@
     toggle.setAttribute('aria-label', 'Switch to the ' + next + ' theme');
     toggle.setAttribute('data-current', effectiveTheme());
   }
+  // The choice is kept only while it differs from the system's: toggling back to the
+  // system's theme means "follow the system" again.
   toggle.addEventListener('click', function () {
     var next = effectiveTheme() === 'dark' ? 'light' : 'dark';
-    root.setAttribute('data-theme', next);
-    try { window.localStorage.setItem('joyride-theme', next); } catch (e) { /* not remembered */ }
+    var system = dark && dark.matches ? 'dark' : 'light';
+    try {
+      if (next === system) window.localStorage.removeItem('joyride-theme');
+      else window.localStorage.setItem('joyride-theme', next);
+    } catch (e) { /* not remembered */ }
+    if (next === system) root.removeAttribute('data-theme');
+    else root.setAttribute('data-theme', next);
     showToggle();
   });
   if (dark && dark.addEventListener) dark.addEventListener('change', showToggle);
