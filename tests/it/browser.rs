@@ -180,3 +180,31 @@ fn web_page_in_chromium_updates_live_filters_and_keeps_theme() {
         "follows prefers-color-scheme: dark"
     );
 }
+
+#[test]
+fn web_page_in_chromium_reads_without_javascript() {
+    let hosts = tempfile::tempdir().unwrap();
+    std::fs::write(hosts.path().join("base"), "10.1.0.1 alpha\n10.1.0.2 beta\n").unwrap();
+    let j = Joyride::start(&[
+        "--no-forward",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+    ]);
+    let driver = Chromedriver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let s = driver.session_with(profile.path(), 1280, 800, false);
+    s.viewport(1280, 800, false);
+    s.emulate_color_scheme("light");
+    s.goto(&format!("http://{}/?q=beta", j.http_addr()));
+    assert_eq!(s.text("#live"), "static", "the page's script did not run");
+    assert!(!s.displayed("#theme-toggle"), "no toggle without a script");
+    assert!(s.displayed("#filter-form button"), "the filter submits");
+    assert_eq!(s.text("#record-count"), "1 of 3");
+    assert!(s.displayed("#records-body tr:nth-child(2)"), "beta shown");
+    assert!(
+        !s.displayed("#records-body tr:nth-child(1)"),
+        "alpha hidden"
+    );
+    assert!(s.text("#components").contains("hosts"));
+    s.screenshot(&screenshot_dir().join("page-nojs-1280x800.png"));
+}

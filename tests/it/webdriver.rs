@@ -49,6 +49,18 @@ impl Chromedriver {
 
     /// A headless Chromium with a fresh profile in `profile`.
     pub fn session(&self, profile: &Path, width: u32, height: u32) -> Session {
+        self.session_with(profile, width, height, true)
+    }
+
+    /// As `session`, with the page's JavaScript on or off.
+    pub fn session_with(
+        &self,
+        profile: &Path,
+        width: u32,
+        height: u32,
+        javascript: bool,
+    ) -> Session {
+        let js_setting = if javascript { 1 } else { 2 };
         let caps = json!({
             "capabilities": {
                 "alwaysMatch": {
@@ -67,7 +79,10 @@ impl Chromedriver {
                             "--hide-scrollbars",
                             format!("--user-data-dir={}", profile.display()),
                             format!("--window-size={width},{height}"),
-                        ]
+                        ],
+                        "prefs": {
+                            "profile.managed_default_content_settings.javascript": js_setting
+                        }
                     }
                 }
             }
@@ -173,6 +188,21 @@ impl Session {
             &format!("/element/{e}/value"),
             Some(json!({ "text": text })),
         );
+    }
+
+    /// The rendered text of the first element matching `css`.
+    pub fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        self.cmd("GET", &format!("/element/{e}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Whether the first element matching `css` is displayed.
+    pub fn displayed(&self, css: &str) -> bool {
+        let e = self.find(css);
+        self.cmd("GET", &format!("/element/{e}/displayed"), None) == true
     }
 
     /// A Chrome DevTools command (media emulation, device metrics).
