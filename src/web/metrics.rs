@@ -241,7 +241,14 @@ pub fn render(m: &MetricsInput) -> String {
         let _ = writeln!(o, "joyride_cluster_members{{state=\"{}\"}} {n}", label(s));
     }
 
-    // Components' own counters: joyride_<component>_<counter>_total.
+    // Components' own counters: joyride_<component>_<counter>_total. A name already used
+    // above (or twice after sanitizing) is skipped: a family must appear once.
+    let mut seen: std::collections::HashSet<String> = o
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
     for (comp, c) in m.components {
         for (counter, v) in &c.counters {
             let base = format!("joyride_{}_{}", sanitize(comp), sanitize(counter));
@@ -250,6 +257,9 @@ pub fn render(m: &MetricsInput) -> String {
             } else {
                 format!("{base}_total")
             };
+            if !seen.insert(name.clone()) {
+                continue;
+            }
             header(
                 &mut o,
                 &name,
@@ -284,9 +294,13 @@ mod tests {
             "hosts".to_string(),
             ComponentStatus {
                 healthy: true,
-                counters: [("bad_lines".to_string(), 2), ("events-seen".to_string(), 5)]
-                    .into_iter()
-                    .collect(),
+                counters: [
+                    ("bad_lines".to_string(), 2),
+                    ("events-seen".to_string(), 5),
+                    ("events_seen".to_string(), 6),
+                ]
+                .into_iter()
+                .collect(),
                 ..Default::default()
             },
         );
@@ -319,6 +333,32 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        components.insert(
+            "dns".to_string(),
+            ComponentStatus {
+                counters: [("forwarded".to_string(), 9)].into_iter().collect(),
+                ..Default::default()
+            },
+        );
+        let text = render(&MetricsInput {
+            stats: &stats,
+            records_by_source: BTreeMap::new(),
+            names: 3,
+            generation: 7,
+            components: &components,
+            members: None,
+            started,
+            now: started,
+        });
+        assert_eq!(
+            text.matches("# TYPE joyride_dns_forwarded_total").count(),
+            1
+        );
+        assert_eq!(
+            text.matches("# TYPE joyride_hosts_events_seen_total")
+                .count(),
+            1
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("joyride_"), "{line}");
