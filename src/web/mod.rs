@@ -73,6 +73,8 @@ pub struct WebState {
     pub http_addr: SocketAddr,
     /// Open `/events` streams, bounded by `page::MAX_EVENT_STREAMS`.
     pub event_streams: Arc<AtomicUsize>,
+    /// The records table as last rendered for the event streams.
+    pub records_html: Arc<page::RecordsHtmlCache>,
     /// Ends open event streams on shutdown (graceful shutdown waits for them otherwise).
     pub cancel: CancellationToken,
 }
@@ -97,6 +99,7 @@ impl WebServer {
             shared: self.shared,
             http_addr,
             event_streams: Arc::new(AtomicUsize::new(0)),
+            records_html: Arc::default(),
             cancel: cancel.clone(),
         };
         info!(listen = %http_addr, "web page, API and metrics listening");

@@ -309,6 +309,46 @@ pub fn render_queries(status: &Value) -> String {
     head
 }
 
+/// The records table rendered once per snapshot (and container names), shared by every
+/// event stream: a burst of changes with many pages open renders each version once.
+#[derive(Default)]
+pub struct RecordsHtmlCache {
+    last: std::sync::Mutex<Option<CachedRecords>>,
+}
+
+struct CachedRecords {
+    generation: u64,
+    names: HashMap<String, String>,
+    html: std::sync::Arc<str>,
+    total: usize,
+}
+
+impl RecordsHtmlCache {
+    /// The rows of `snap` (unfiltered) and their count.
+    pub fn get(
+        &self,
+        snap: &Snapshot,
+        names: HashMap<String, String>,
+    ) -> (std::sync::Arc<str>, usize) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = last.as_ref() {
+            if c.generation == snap.generation && c.names == names {
+                return (c.html.clone(), c.total);
+            }
+        }
+        let rows = record_rows(snap);
+        let html: std::sync::Arc<str> =
+            render_record_rows(&rows, &RecordFilter::default(), &names).into();
+        *last = Some(CachedRecords {
+            generation: snap.generation,
+            names,
+            html: html.clone(),
+            total: rows.len(),
+        });
+        (html, rows.len())
+    }
+}
+
 /// Everything the page shows that changes, as HTML fragments. `records` only when asked
 /// (pushes skip it when the snapshot did not change).
 pub fn page_parts(state: &WebState, snap: &Snapshot, with_records: bool) -> Value {
@@ -325,13 +365,9 @@ pub fn page_parts(state: &WebState, snap: &Snapshot, with_records: bool) -> Valu
         "uptime_seconds": status["uptime_seconds"],
     });
     if with_records {
-        let rows = record_rows(snap);
-        parts["records"] = Value::String(render_record_rows(
-            &rows,
-            &RecordFilter::default(),
-            &container_names(&status),
-        ));
-        parts["records_total"] = json!(rows.len());
+        let (html, total) = state.records_html.get(snap, container_names(&status));
+        parts["records"] = Value::String(html.to_string());
+        parts["records_total"] = json!(total);
     }
     parts
 }
