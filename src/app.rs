@@ -22,6 +22,7 @@ use crate::records::store::{self, ZoneConfig};
 use crate::records::{SnapshotReader, SourceKind};
 use crate::sources::hosts::HostsSource;
 use crate::status::{ComponentStatus, StatusBoard};
+use crate::web::WebServer;
 
 /// How long the sources get to stop before DNS is stopped anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -33,6 +34,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("cannot open a socket to the upstreams: {0}")]
     Upstream(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] crate::web::HttpBindError),
 }
 
 /// What the running components share with readers such as the web UI.
@@ -52,6 +55,10 @@ pub struct Shared {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listeners = BoundListeners::bind(&config.dns_listen).map_err(StartError::from)?;
     let dns_addrs = listeners.local_addrs();
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(crate::web::bind(addr).map_err(StartError::from)?),
+        None => None,
+    };
     let config = Arc::new(config);
 
     let dns_cancel = CancellationToken::new();
@@ -83,6 +90,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store_join = tokio::spawn(store_task.run(store_cancel.clone()));
 
     let sources_cancel = CancellationToken::new();
+    // Sources and the web server: named tasks stopped together, before the store and DNS.
     let mut sources: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     if !config.static_records.is_empty() {
         store
@@ -105,12 +113,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let tx = status.register("hosts", ComponentStatus::default());
         let source = HostsSource::new(dir.clone(), config.domain.clone(), store.clone(), tx);
         let cancel = sources_cancel.clone();
-        sources.spawn(async move { ("hosts", source.run(cancel).await.map_err(Into::into)) });
+        sources
+            .spawn(async move { ("hosts source", source.run(cancel).await.map_err(Into::into)) });
     }
     store.flush().await.context("store stopped")?;
 
     let dns_stats = Arc::new(DnsStats::default());
-    let _shared = Shared {
+    let shared = Shared {
         config: config.clone(),
         reader: reader.clone(),
         dns_stats: dns_stats.clone(),
@@ -118,6 +127,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         status: status.clone(),
         started: SystemTime::now(),
     };
+    // The web server stops with the sources, before DNS.
+    if let Some(listener) = http_listener {
+        let web = WebServer::new(listener, shared);
+        let cancel = sources_cancel.clone();
+        sources.spawn(async move { ("web server", web.run(cancel).await.map_err(Into::into)) });
+    }
     let server = DnsServer {
         listeners,
         reader,
@@ -140,8 +155,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(done) = sources.join_next() => {
             let (name, result) = done.unwrap_or(("source", Err(anyhow::anyhow!("task panicked"))));
             let e = result.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
-            error!(error = %e, "{name} source stopped");
-            failure = Some(e.context(format!("{name} source stopped")));
+            error!(error = %e, "{name} stopped");
+            failure = Some(e.context(format!("{name} stopped")));
         }
         r = &mut dns => {
             dns_status.send_modify(|s| {

@@ -14,7 +14,16 @@ use serde::Deserialize;
 use crate::records::{Name, RData, Record};
 
 /// Environment variables of the earlier Python Joyride, still honoured.
-pub const LEGACY_ENV: [&str; 3] = ["DNS_PORT", "DNS_BIND_ADDRESS", "HOSTS_DIRECTORY"];
+pub const LEGACY_ENV: [&str; 5] = [
+    "DNS_PORT",
+    "DNS_BIND_ADDRESS",
+    "HOSTS_DIRECTORY",
+    "FLASK_HOST",
+    "FLASK_PORT",
+];
+
+/// Where the web page, JSON API and metrics listen unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5380);
 
 /// DNS names for Docker containers, on one host and across many.
 ///
@@ -100,6 +109,15 @@ pub struct Cli {
     /// Most DNS TCP connections open at once [default: 256].
     #[arg(long, env = "JOYRIDE_MAX_TCP_CONNECTIONS", value_name = "N")]
     pub max_tcp_connections: Option<String>,
+
+    /// Address of the web page, JSON API and Prometheus metrics [default: 127.0.0.1:5380].
+    /// Legacy: FLASK_HOST and FLASK_PORT.
+    #[arg(long, env = "JOYRIDE_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    pub http_listen: Option<String>,
+
+    /// Do not serve the web page, API and metrics at all.
+    #[arg(long, env = "JOYRIDE_NO_HTTP")]
+    pub no_http: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -129,6 +147,8 @@ pub struct FileConfig {
     pub udp_threads: Option<usize>,
     pub tcp_idle_timeout: Option<f64>,
     pub max_tcp_connections: Option<usize>,
+    pub http_listen: Option<String>,
+    pub no_http: Option<bool>,
     #[serde(default)]
     pub records: Vec<StaticRecord>,
 }
@@ -187,6 +207,8 @@ pub struct Config {
     pub udp_threads: usize,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
+    /// Where the web server listens; `None` with `--no-http`.
+    pub http_listen: Option<SocketAddr>,
     /// `[[records]]` of the file.
     pub static_records: Vec<Record>,
 }
@@ -456,6 +478,29 @@ impl Config {
             })?,
         };
 
+        let http_listen = if cli.no_http || file.no_http.unwrap_or(false) {
+            None
+        } else if let Some(v) = &cli.http_listen {
+            Some(parse_listen("--http-listen", v)?)
+        } else if var("FLASK_HOST").is_some() || var("FLASK_PORT").is_some() {
+            let port = match var("FLASK_PORT") {
+                Some(p) => number::<u16>("FLASK_PORT", &p, 0, u16::MAX)?,
+                None => DEFAULT_HTTP_LISTEN.port(),
+            };
+            let ip = match var("FLASK_HOST").as_deref().map(str::trim) {
+                Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                Some(a) => a
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid("FLASK_HOST", a, "not an IP address (or localhost)"))?,
+                None => DEFAULT_HTTP_LISTEN.ip(),
+            };
+            Some(SocketAddr::new(ip, port))
+        } else if let Some(v) = &file.http_listen {
+            Some(parse_listen("http-listen", v)?)
+        } else {
+            Some(DEFAULT_HTTP_LISTEN)
+        };
+
         let static_records = file
             .records
             .iter()
@@ -493,6 +538,7 @@ impl Config {
             udp_threads,
             tcp_idle_timeout,
             max_tcp_connections,
+            http_listen,
             static_records,
         })
     }
@@ -553,6 +599,36 @@ mod tests {
         assert!(c.forward);
         assert_eq!(c.node_name, "host1");
         assert_eq!(c.edns_udp_size, 1232);
+        assert_eq!(c.http_listen, Some("127.0.0.1:5380".parse().unwrap()));
+    }
+
+    #[test]
+    fn http_listen_precedence_and_legacy_flask_env() {
+        let file = "http-listen = \"127.0.0.1:1\"\n";
+        let c = resolve_with(&["--http-listen", "[::1]:8080"], &[], file, "").unwrap();
+        assert_eq!(c.http_listen, Some("[::1]:8080".parse().unwrap()));
+        let c = resolve_with(&[], &[("FLASK_PORT", "8000")], file, "").unwrap();
+        assert_eq!(
+            c.http_listen,
+            Some("127.0.0.1:8000".parse().unwrap()),
+            "legacy env beats file"
+        );
+        let c = resolve_with(
+            &[],
+            &[("FLASK_HOST", "0.0.0.0"), ("FLASK_PORT", "5000")],
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.http_listen, Some("0.0.0.0:5000".parse().unwrap()));
+        let c = resolve_with(&[], &[("FLASK_HOST", "localhost")], "", "").unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:5380".parse().unwrap()));
+        let c = resolve_with(&[], &[], file, "").unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:1".parse().unwrap()));
+        let c = resolve_with(&["--no-http", "--http-listen", "127.0.0.1:9"], &[], "", "").unwrap();
+        assert_eq!(c.http_listen, None);
+        let c = resolve_with(&[], &[], "no-http = true", "").unwrap();
+        assert_eq!(c.http_listen, None);
     }
 
     #[test]
@@ -649,6 +725,12 @@ ttl = 60
             (&["--edns-udp-size", "100"], "", "must be from 512 to 4096"),
             (&["--upstream-timeout", "0"], "", "for --upstream-timeout"),
             (&["--log-level", "=[bad"], "", "for --log-level"),
+            (
+                &["--http-listen", "localhost:80"],
+                "",
+                "invalid value \"localhost:80\" for --http-listen: expected IP:PORT",
+            ),
+            (&[], "http-listen = \"nowhere\"", "for http-listen"),
             (&[], "colour = 1", "unknown field `colour`"),
             (&[], "ttl = \"ten\"", "config file test.toml"),
             (
@@ -666,6 +748,29 @@ ttl = 60
             let err = resolve_with(args, &[], file, "").unwrap_err().to_string();
             assert!(err.contains(want), "{args:?} {file:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let env_table: &[(&str, &str, &str)] = &[
+            (
+                "FLASK_PORT",
+                "http",
+                "invalid value \"http\" for FLASK_PORT",
+            ),
+            (
+                "FLASK_PORT",
+                "70000",
+                "invalid value \"70000\" for FLASK_PORT",
+            ),
+            (
+                "FLASK_HOST",
+                "web.example",
+                "for FLASK_HOST: not an IP address",
+            ),
+        ];
+        for (k, v, want) in env_table {
+            let err = resolve_with(&[], &[(k, v)], "", "")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{k}={v}: {err}");
         }
     }
 

@@ -10,3 +10,4 @@ pub mod dns;
 pub mod records;
 pub mod sources;
 pub mod status;
+pub mod web;

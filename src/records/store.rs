@@ -366,7 +366,6 @@ impl Store {
                 self.owners
                     .iter()
                     .flatten()
-                    .filter(|o| o.key.source != SourceKind::Zone)
                     .map(|o| (o.key.clone(), o.records.clone()))
                     .collect(),
             );
@@ -594,11 +593,7 @@ mod tests {
         assert_eq!(count(&snap, "web.docker", RType::A), 1);
         assert_eq!(count(&snap, "1.0.0.10.in-addr.arpa", RType::PTR), 0);
         assert_eq!(count(&snap, "2.0.0.10.in-addr.arpa", RType::PTR), 1);
-        assert_eq!(
-            snap.records().count(),
-            1,
-            "c2's record; the zone's own are not listed"
-        );
+        assert_eq!(snap.records().count(), 2, "zone's ns record and c2's");
     }
 
     #[test]

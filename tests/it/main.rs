@@ -3,8 +3,11 @@
 
 mod support;
 
+mod browser;
 mod cli;
 mod dns;
 mod forward;
 mod hosts;
 mod malformed;
+mod web;
+mod webdriver;
