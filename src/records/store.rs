@@ -210,45 +210,14 @@ impl Store {
             }
         };
         let mut touched = Touched::default();
-        let mut key = Vec::with_capacity(64);
         if let Some(old) = self.owners[id as usize].take() {
-            for (i, r) in old.records.iter().enumerate() {
-                let c = Contribution {
-                    owner: id,
-                    index: i as u32,
-                };
-                self.unlink(name_key(&r.name, &mut key), c, &mut touched);
-                if let Some(ip) = address_of(&r.data) {
-                    key.clear();
-                    wire::write_reverse_name(ip, &mut key);
-                    let derived = Contribution {
-                        owner: id,
-                        index: i as u32 | DERIVED,
-                    };
-                    self.unlink(&key, derived, &mut touched);
-                }
-            }
+            contributions(id, &old.records, |key, c| self.unlink(key, c, &mut touched));
         }
         if records.is_empty() {
             self.owner_ids.remove(&owner);
             self.free_ids.push(id);
         } else {
-            for (i, r) in records.iter().enumerate() {
-                let c = Contribution {
-                    owner: id,
-                    index: i as u32,
-                };
-                self.link(name_key(&r.name, &mut key), c, &mut touched);
-                if let Some(ip) = address_of(&r.data) {
-                    key.clear();
-                    wire::write_reverse_name(ip, &mut key);
-                    let derived = Contribution {
-                        owner: id,
-                        index: i as u32 | DERIVED,
-                    };
-                    self.link(&key, derived, &mut touched);
-                }
-            }
+            contributions(id, &records, |key, c| self.link(key, c, &mut touched));
             self.owners[id as usize] = Some(OwnerSlot {
                 key: owner,
                 records: records.into(),
@@ -397,11 +366,27 @@ impl Touched {
     }
 }
 
-/// The lowercase wire form of `name`, written into `buf`.
-fn name_key<'b>(name: &Name, buf: &'b mut Vec<u8>) -> &'b [u8] {
-    buf.clear();
-    name.write_wire(buf);
-    buf
+/// Calls `f` with the lowercase wire name and the contribution of each of `records`
+/// (owner `id`), and of the PTR derived from each address record.
+fn contributions(id: u32, records: &[Record], mut f: impl FnMut(&[u8], Contribution)) {
+    let mut key = Vec::with_capacity(64);
+    for (i, r) in records.iter().enumerate() {
+        let index = i as u32;
+        key.clear();
+        r.name.write_wire(&mut key);
+        f(&key, Contribution { owner: id, index });
+        if let Some(ip) = address_of(&r.data) {
+            key.clear();
+            wire::write_reverse_name(ip, &mut key);
+            f(
+                &key,
+                Contribution {
+                    owner: id,
+                    index: index | DERIVED,
+                },
+            );
+        }
+    }
 }
 
 fn address_of(data: &RData) -> Option<IpAddr> {
