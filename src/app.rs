@@ -53,7 +53,8 @@ pub struct Shared {
 
 /// Runs the daemon until `shutdown` completes or a component fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listeners = BoundListeners::bind(&config.dns_listen).map_err(StartError::from)?;
+    let listeners = BoundListeners::bind(&config.dns_listen, config.dns_listen_is_default)
+        .map_err(StartError::from)?;
     let dns_addrs = listeners.local_addrs();
     let http_listener = match config.http_listen {
         Some(addr) => Some(crate::web::bind(addr).map_err(StartError::from)?),

@@ -191,6 +191,9 @@ fn invalid(key: &str, value: impl ToString, reason: impl ToString) -> ConfigErro
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dns_listen: Vec<SocketAddr>,
+    /// True when `dns_listen` is the built-in default: an address this host cannot bind
+    /// (no IPv6 loopback in many containers) is then skipped with a warning.
+    pub dns_listen_is_default: bool,
     pub domain: Name,
     pub ttl: u32,
     pub negative_ttl: u32,
@@ -360,6 +363,10 @@ impl Config {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 5353),
             ]
         };
+        let dns_listen_is_default = cli.dns_listen.is_empty()
+            && var("DNS_PORT").is_none()
+            && var("DNS_BIND_ADDRESS").is_none()
+            && file.dns_listen.is_none();
         if dns_listen.is_empty() {
             return Err(invalid(
                 "--dns-listen",
@@ -524,6 +531,7 @@ impl Config {
 
         Ok(Config {
             dns_listen,
+            dns_listen_is_default,
             domain,
             ttl,
             negative_ttl,
@@ -586,6 +594,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = resolve_with(&[], &[], "", "nameserver 10.0.0.53\n").unwrap();
+        assert!(c.dns_listen_is_default);
         assert_eq!(
             c.dns_listen,
             vec![

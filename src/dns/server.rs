@@ -54,23 +54,36 @@ pub struct BoundListeners {
 }
 
 impl BoundListeners {
-    /// Binds UDP and TCP on every address. Port 0 picks one free port for both.
-    pub fn bind(addrs: &[SocketAddr]) -> Result<BoundListeners, BindError> {
+    /// Binds UDP and TCP on every address. Port 0 picks one free port for both. With
+    /// `skip_unavailable` (the default addresses), an address the host does not have is
+    /// skipped with a warning, as long as another one binds.
+    pub fn bind(addrs: &[SocketAddr], skip_unavailable: bool) -> Result<BoundListeners, BindError> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let mut skipped = None;
         for &addr in addrs {
             let err = |proto, source| BindError {
                 proto,
                 addr,
                 source,
             };
-            let u = bind_udp(addr).map_err(|e| err("udp", e))?;
+            let u = match bind_udp(addr) {
+                Err(e) if skip_unavailable && e.kind() == ErrorKind::AddrNotAvailable => {
+                    warn!(%addr, error = %e, "skipping a default DNS address this host does not have");
+                    skipped = Some(err("udp", e));
+                    continue;
+                }
+                r => r.map_err(|e| err("udp", e))?,
+            };
             let port = u.local_addr().map_err(|e| err("udp", e))?.port();
             let t = bind_tcp(SocketAddr::new(addr.ip(), port)).map_err(|e| err("tcp", e))?;
             udp.push(Arc::new(u));
             tcp.push(t);
         }
-        Ok(BoundListeners { udp, tcp })
+        match skipped {
+            Some(e) if udp.is_empty() => Err(e),
+            _ => Ok(BoundListeners { udp, tcp }),
+        }
     }
 
     /// The addresses actually bound (with the ports chosen for port 0).

@@ -154,3 +154,62 @@ fn sigterm_stops_it_cleanly() {
     assert!(status.success(), "exit status {status}");
     assert!(j.log_text().contains("shutting down"));
 }
+
+/// A host without IPv6 loopback (many containers): the defaults still start, on IPv4 alone.
+/// Runs in a network namespace of its own with IPv6 disabled.
+#[test]
+fn default_addresses_skip_a_missing_ipv6_loopback() {
+    let ns = format!("jr-noip6-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip")
+            .success()
+    };
+    assert!(
+        ip(&["netns", "add", &ns]),
+        "cannot create a network namespace (run as root)"
+    );
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    assert!(ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]));
+    assert!(ip(&[
+        "netns",
+        "exec",
+        &ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1"
+    ]));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "timeout",
+            "3",
+            JOYRIDE,
+            "--no-forward",
+            "--no-http",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `timeout` ends it with SIGTERM after 3 s: a clean stop, not a start-up failure.
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    assert!(err.contains("skipping a default DNS address"), "{err}");
+    assert!(
+        err.contains("dns listening (udp) addr=127.0.0.1:5353"),
+        "{err}"
+    );
+}
