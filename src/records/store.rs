@@ -510,6 +510,7 @@ impl StoreTask {
             if n == 0 {
                 return;
             }
+            let started = std::time::Instant::now();
             let mut barriers = Vec::new();
             for change in batch.drain(..) {
                 if let Some(b) = self.store.apply(change) {
@@ -520,6 +521,12 @@ impl StoreTask {
             let generation = snap.generation;
             self.current.store(snap);
             self.generation.send_replace(generation);
+            tracing::debug!(
+                changes = n,
+                generation,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "published a snapshot"
+            );
             for b in barriers {
                 let _ = b.send(generation);
             }
