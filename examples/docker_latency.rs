@@ -111,6 +111,7 @@ impl Joyride {
             .args(["--no-forward", "--dns-listen", &server.to_string()])
             .args(["--docker-host", "unix:///var/run/docker.sock"])
             .args(["--host-ip", "127.0.0.2", "--log-level", "info"])
+            .args(["--log-format", "json"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -123,7 +124,7 @@ impl Joyride {
         let line = text
             .lines()
             .find(|l| l.contains("Docker source connected"))?;
-        let at = line.find("reconcile_ms=")? + "reconcile_ms=".len();
+        let at = line.find("\"reconcile_ms\":")? + "\"reconcile_ms\":".len();
         line[at..]
             .split(|c: char| !c.is_ascii_digit())
             .next()?
@@ -136,6 +137,7 @@ impl Drop for Joyride {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -445,10 +445,10 @@ impl DockerSource {
     /// One connection: subscribe, reconcile, apply events until something breaks.
     async fn session(&mut self, backoff: &mut Duration) -> Result<(), DockerError> {
         let docker = connect(&self.addr).await?;
-        let version = docker.version().await?;
+        let info = docker.info().await?;
         // The engine's clock, so that a remote engine's skew does not matter.
-        let engine_now = docker.info().await?.system_time;
-        let engine_now = engine_now
+        let engine_now = info
+            .system_time
             .as_deref()
             .and_then(rfc3339_nanos)
             .unwrap_or_else(|| {
@@ -489,7 +489,7 @@ impl DockerSource {
         *backoff = BACKOFF_MIN;
         self.connected = true;
         self.report.api_version = Some(docker.client_version().to_string());
-        self.report.engine_version = version.version;
+        self.report.engine_version = info.server_version;
         self.report.last_error = None;
         info!(
             host = %self.addr.host,
