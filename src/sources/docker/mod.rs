@@ -8,8 +8,11 @@
 //! 2. subscribe to the event stream (a pump task forwards it into a channel), asking the
 //!    engine to replay the last seconds (`since`) so that nothing between the subscription
 //!    and the list is lost;
-//! 3. list the running containers, inspect them, replace each one's records and withdraw
-//!    every other container's (`Change::Retain`): the reconcile;
+//! 3. list the running containers, publish the names of those not published yet from the
+//!    list alone (one request, however many containers), and withdraw every other
+//!    container's (`Change::Retain`): the reconcile. Then inspect every listed container,
+//!    as after an event, which adds what only an inspection tells (hostname, environment,
+//!    network aliases) and refreshes names published before the reconnection;
 //! 4. apply events. Each event only names a container to look at again: the source
 //!    re-inspects it and publishes what the engine says *now* (running: records; anything
 //!    else, or gone: none). A late or reordered event therefore cannot leave a stale record.
@@ -27,7 +30,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerSummary, EventMessage, EventMessageTypeEnum,
+};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -51,8 +56,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 /// Events buffered between the pump and the loop. Full (the loop is far behind): the
 /// session restarts with a reconcile rather than losing an event.
 const EVENT_CHANNEL_CAPACITY: usize = 16_384;
-/// Inspections in flight at once during a reconcile.
-const RECONCILE_CONCURRENCY: usize = 32;
+/// Inspections in flight at once (a reconcile queues one per running container).
+const INSPECT_CONCURRENCY: usize = 32;
 /// How far back, by the engine's clock, the engine replays events to a new subscription.
 /// Covers the moment between subscribing and listing; a replay only costs an inspection.
 const REPLAY_SECONDS: i64 = 5;
@@ -294,6 +299,76 @@ fn ends_names(typ: Option<EventMessageTypeEnum>, action: &str) -> bool {
         && matches!(action, "die" | "stop" | "pause" | "destroy")
 }
 
+/// Converts an entry of the container list: what naming needs except the hostname, the
+/// environment, the network aliases and the start time, which only an inspection tells.
+pub fn summary_info(c: ContainerSummary) -> ContainerInfo {
+    use bollard::models::{ContainerSummaryStateEnum as S, PortSummaryTypeEnum as T};
+    let status = c.status.unwrap_or_default();
+    let health = if status.contains("(healthy)") {
+        Health::Healthy
+    } else if status.contains("(unhealthy)") {
+        Health::Unhealthy
+    } else if status.contains("(health: starting)") {
+        Health::Starting
+    } else {
+        Health::None
+    };
+    let mut networks: Vec<Endpoint> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(network, ep)| Endpoint {
+            network,
+            ipv4: ep.ip_address.and_then(|s| s.parse().ok()),
+            ipv6: ep.global_ipv6_address.and_then(|s| s.parse().ok()),
+            aliases: Vec::new(),
+        })
+        .collect();
+    networks.sort_by(|a, b| a.network.cmp(&b.network));
+    let mut ports: Vec<Port> = c
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let protocol = match p.typ? {
+                T::TCP => Protocol::Tcp,
+                T::UDP => Protocol::Udp,
+                _ => return None,
+            };
+            Some(Port {
+                port: p.private_port,
+                protocol,
+                host_port: p.public_port,
+            })
+        })
+        .collect();
+    ports.sort();
+    // One entry per host address of a published port: keep the first.
+    ports.dedup_by_key(|p| (p.port, p.protocol));
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: c.image.unwrap_or_default(),
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+        networks,
+        host_network: c.host_config.and_then(|h| h.network_mode).as_deref() == Some("host"),
+        ports,
+        state: match c.state {
+            Some(S::RUNNING) => RunState::Running,
+            Some(S::PAUSED) => RunState::Paused,
+            _ => RunState::Stopped,
+        },
+        health,
+        ..Default::default()
+    }
+}
+
 /// The container an event is about, if it may change names.
 fn event_container(ev: &EventMessage) -> Option<&str> {
     let actor = ev.actor.as_ref()?;
@@ -357,11 +432,22 @@ struct Published {
 }
 
 /// Per-session bookkeeping of inspections in flight.
-#[derive(Default)]
 struct Inflight {
     /// Containers being inspected; `true` when another event came meanwhile.
     pending: HashMap<Arc<str>, bool>,
     tasks: JoinSet<Inspected>,
+    /// Bounds the requests open at once (and the engine's work).
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+impl Inflight {
+    fn new() -> Inflight {
+        Inflight {
+            pending: HashMap::new(),
+            tasks: JoinSet::new(),
+            limit: Arc::new(tokio::sync::Semaphore::new(INSPECT_CONCURRENCY)),
+        }
+    }
 }
 
 impl DockerSource {
@@ -485,7 +571,7 @@ impl DockerSource {
         });
         let _abort_pump = AbortOnDrop(pump);
 
-        self.reconcile(&docker).await?;
+        let listed = self.reconcile(&docker).await?;
         *backoff = BACKOFF_MIN;
         self.connected = true;
         self.report.api_version = Some(docker.client_version().to_string());
@@ -501,7 +587,10 @@ impl DockerSource {
         );
         self.publish_status();
 
-        let mut inflight = Inflight::default();
+        let mut inflight = Inflight::new();
+        for id in listed {
+            self.inspect(&docker, &mut inflight, id);
+        }
         loop {
             tokio::select! {
                 ev = events.recv() => {
@@ -542,33 +631,33 @@ impl DockerSource {
         }
         inflight.pending.insert(id.clone(), false);
         let docker = docker.clone();
-        inflight
-            .tasks
-            .spawn(async move { (id.clone(), inspect(&docker, &id).await) });
+        let limit = inflight.limit.clone();
+        inflight.tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (id.clone(), inspect(&docker, &id).await)
+        });
     }
 
-    /// Lists and inspects every running container, publishes each one's records, and
-    /// withdraws every other container's.
-    async fn reconcile(&mut self, docker: &Docker) -> Result<(), DockerError> {
+    /// Lists the running containers, publishes the names of those not published yet from
+    /// the list alone, and withdraws every other container's. Returns the listed ids: each
+    /// is then inspected (like after an event), which adds what the list does not tell
+    /// (hostname, environment, aliases) and refreshes what was published before.
+    async fn reconcile(&mut self, docker: &Docker) -> Result<Vec<Arc<str>>, DockerError> {
         let started = Instant::now();
         let list = docker
             .list_containers(Some(ListContainersOptionsBuilder::new().all(false).build()))
             .await?;
-        let ids: Vec<Arc<str>> = list
-            .into_iter()
-            .filter_map(|c| c.id.map(Arc::from))
-            .collect();
-        let keep: HashSet<Arc<str>> = ids.iter().cloned().collect();
-        let mut inspected = futures_util::stream::iter(ids)
-            .map(|id| {
-                let docker = docker.clone();
-                async move { (id.clone(), inspect(&docker, &id).await) }
-            })
-            .buffer_unordered(RECONCILE_CONCURRENCY);
-        while let Some((id, result)) = inspected.next().await {
-            self.apply(&id, result?.as_ref()).await?;
+        let mut ids: Vec<Arc<str>> = Vec::with_capacity(list.len());
+        for summary in list {
+            let Some(id) = summary.id.clone().map(Arc::<str>::from) else {
+                continue;
+            };
+            if !self.published.contains_key(&id) {
+                self.apply(&id, Some(&summary_info(summary))).await?;
+            }
+            ids.push(id);
         }
-        drop(inspected);
+        let keep: HashSet<Arc<str>> = ids.iter().cloned().collect();
         self.published.retain(|id, _| keep.contains(id));
         self.problems.retain(|id, _| keep.contains(id));
         self.store
@@ -587,7 +676,7 @@ impl DockerSource {
             reconcile_ms = ms,
             "Docker reconcile done"
         );
-        Ok(())
+        Ok(ids)
     }
 
     /// Withdraws a container's names after an event (at engine time `time`) that says it
@@ -745,6 +834,39 @@ eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(default_gateway(text), Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(default_gateway("Iface\n"), None);
+    }
+
+    #[test]
+    fn converts_an_engine_20_10_list_entry() {
+        let text = r#"{"Id":"512f0533d102","Names":["/jrt-list"],"Image":"joyride-test/busybox:latest",
+            "Ports":[{"PrivatePort":53,"Type":"udp"},{"IP":"127.0.0.1","PrivatePort":80,"PublicPort":32770,"Type":"tcp"},
+                     {"IP":"::1","PrivatePort":80,"PublicPort":32770,"Type":"tcp"}],
+            "Labels":{"a":"b"},"State":"running","Status":"Up 3 seconds (health: starting)",
+            "HostConfig":{"NetworkMode":"default"},
+            "NetworkSettings":{"Networks":{"bridge":{"Aliases":null,"IPAddress":"172.17.0.2","GlobalIPv6Address":""}}}}"#;
+        let summary: ContainerSummary = serde_json::from_str(text).expect("parses");
+        let c = summary_info(summary);
+        assert_eq!(c.name, "jrt-list");
+        assert_eq!(c.state, RunState::Running);
+        assert_eq!(c.health, Health::Starting);
+        assert_eq!(c.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(c.networks[0].ipv4, Some("172.17.0.2".parse().unwrap()));
+        assert_eq!(c.networks[0].ipv6, None);
+        assert_eq!(
+            c.ports,
+            vec![
+                Port {
+                    port: 53,
+                    protocol: Protocol::Udp,
+                    host_port: None
+                },
+                Port {
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    host_port: Some(32770)
+                },
+            ]
+        );
     }
 
     #[test]
