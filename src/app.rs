@@ -20,6 +20,7 @@ use crate::dns::server::{BindError, BoundListeners, DnsServer, ServerConfig};
 use crate::dns::stats::DnsStats;
 use crate::records::store::{self, ZoneConfig};
 use crate::records::{SnapshotReader, SourceKind};
+use crate::sources::docker::{self, DockerSource, NamingContext};
 use crate::sources::hosts::HostsSource;
 use crate::status::{ComponentStatus, StatusBoard};
 use crate::web::WebServer;
@@ -116,6 +117,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let cancel = sources_cancel.clone();
         sources
             .spawn(async move { ("hosts source", source.run(cancel).await.map_err(Into::into)) });
+    }
+    if let Some(dc) = &config.docker {
+        let host_ip = config.host_ip.or_else(|| {
+            let ip = docker::detect_host_ip();
+            match ip {
+                Some(ip) => info!(%ip, "host address detected from the default route (--host-ip to set it)"),
+                None => warn!("no default route to detect the host address from: joyride.host.name labels and published SRV ports are skipped (set --host-ip)"),
+            }
+            ip
+        });
+        let naming = NamingContext {
+            domain: config.domain.clone(),
+            environment: dc.environment.clone(),
+            host_ip,
+            host_node: config
+                .domain
+                .child(&format!("{}.node", config.node_name))
+                .ok(),
+            network: dc.network.clone(),
+            schemes: dc.schemes,
+        };
+        let tx = status.register("docker", ComponentStatus::default());
+        let source = DockerSource::new(dc.address.clone(), naming, store.clone(), tx);
+        let cancel = sources_cancel.clone();
+        sources.spawn(async move {
+            (
+                "docker source",
+                source.run(cancel).await.map_err(Into::into),
+            )
+        });
     }
     store.flush().await.context("store stopped")?;
 

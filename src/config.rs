@@ -12,14 +12,17 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::records::{Name, RData, Record};
+use crate::sources::docker::naming::Schemes;
+use crate::sources::docker::EngineAddress;
 
 /// Environment variables of the earlier Python Joyride, still honoured.
-pub const LEGACY_ENV: [&str; 5] = [
+pub const LEGACY_ENV: [&str; 6] = [
     "DNS_PORT",
     "DNS_BIND_ADDRESS",
     "HOSTS_DIRECTORY",
     "FLASK_HOST",
     "FLASK_PORT",
+    "HOSTIP",
 ];
 
 /// Where the web page, JSON API and metrics listen unless told otherwise.
@@ -118,6 +121,47 @@ pub struct Cli {
     /// Do not serve the web page, API and metrics at all.
     #[arg(long, env = "JOYRIDE_NO_HTTP")]
     pub no_http: bool,
+
+    /// Do not serve Docker containers' names (no connection to an engine).
+    #[arg(long, env = "JOYRIDE_NO_DOCKER")]
+    pub no_docker: bool,
+
+    /// The Docker engine: unix:///PATH, tcp://HOST:PORT, http:// or https://
+    /// [default: unix:///var/run/docker.sock].
+    #[arg(long, env = "DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+
+    /// Talk to a tcp:// engine over TLS, verified with the certificates of
+    /// --docker-cert-path, as the docker CLI does [default: off].
+    #[arg(long, env = "DOCKER_TLS_VERIFY")]
+    pub docker_tls_verify: bool,
+
+    /// Directory with ca.pem, cert.pem and key.pem for TLS [default: ~/.docker].
+    #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
+    pub docker_cert_path: Option<PathBuf>,
+
+    /// This host's address, for `joyride.host.name` labels and published ports
+    /// [default: the address of the default-route interface]. Legacy: HOSTIP.
+    #[arg(long, env = "JOYRIDE_HOST_IP", value_name = "IP")]
+    pub host_ip: Option<String>,
+
+    /// The ENVIRONMENT part of dnsdock names, NAME.IMAGE.ENVIRONMENT.DOMAIN [default: empty].
+    #[arg(long, env = "JOYRIDE_ENVIRONMENT", value_name = "ENV")]
+    pub environment: Option<String>,
+
+    /// Publish only the containers' addresses on this Docker network [default: every network].
+    #[arg(long, env = "JOYRIDE_NETWORK", value_name = "NET")]
+    pub network: Option<String>,
+
+    /// Container naming schemes to use, a comma list of container, hostname, compose, alias,
+    /// dnsdock, labels, srv; `none` for none [default: all of them].
+    #[arg(
+        long,
+        env = "JOYRIDE_NAME_SCHEMES",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub name_schemes: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -149,6 +193,14 @@ pub struct FileConfig {
     pub max_tcp_connections: Option<usize>,
     pub http_listen: Option<String>,
     pub no_http: Option<bool>,
+    pub no_docker: Option<bool>,
+    pub docker_host: Option<String>,
+    pub docker_tls_verify: Option<bool>,
+    pub docker_cert_path: Option<PathBuf>,
+    pub host_ip: Option<String>,
+    pub environment: Option<String>,
+    pub network: Option<String>,
+    pub name_schemes: Option<Vec<String>>,
     #[serde(default)]
     pub records: Vec<StaticRecord>,
 }
@@ -214,6 +266,44 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// `[[records]]` of the file.
     pub static_records: Vec<Record>,
+    /// This host's address (`--host-ip`); `None`: detected at start, when needed.
+    pub host_ip: Option<IpAddr>,
+    /// The Docker source's settings; `None` with `--no-docker`.
+    pub docker: Option<DockerConfig>,
+}
+
+/// Settings of the Docker source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    pub address: EngineAddress,
+    /// The dnsdock ENVIRONMENT part, lowercase; `None` when empty.
+    pub environment: Option<String>,
+    /// Publish only this network's addresses.
+    pub network: Option<String>,
+    pub schemes: Schemes,
+}
+
+/// The default engine address, as the docker CLI's.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Checks an engine URL: a scheme Joyride can talk to, and something after it.
+fn parse_docker_host(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    let rest = ["unix://", "tcp://", "http://", "https://"]
+        .iter()
+        .find_map(|p| v.strip_prefix(p));
+    match rest {
+        None => Err(invalid(
+            key,
+            v,
+            "expected unix:///PATH, tcp://HOST:PORT, http://HOST:PORT or https://HOST:PORT",
+        )),
+        Some("") => Err(invalid(key, v, "nothing after the scheme")),
+        Some(path) if v.starts_with("unix://") && !path.starts_with('/') => {
+            Err(invalid(key, v, "the socket path must be absolute"))
+        }
+        Some(_) => Ok(v.to_string()),
+    }
 }
 
 /// What `resolve` reads besides the flags: environment variables (legacy aliases) and the
@@ -529,6 +619,85 @@ impl Config {
             })
             .collect::<Result<_, ConfigError>>()?;
 
+        let host_ip = match (&cli.host_ip, var("HOSTIP"), &file.host_ip) {
+            (Some(v), _, _) => Some(("--host-ip", v.clone())),
+            (None, Some(v), _) => Some(("HOSTIP", v)),
+            (None, None, Some(v)) => Some(("host-ip", v.clone())),
+            _ => None,
+        }
+        .map(|(key, v)| {
+            v.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| invalid(key, &v, "not an IP address"))
+        })
+        .transpose()?;
+
+        let no_docker = cli.no_docker || file.no_docker.unwrap_or(false);
+        let docker = if no_docker {
+            None
+        } else {
+            let host = match (&cli.docker_host, &file.docker_host) {
+                (Some(v), _) => parse_docker_host("--docker-host", v)?,
+                (None, Some(v)) => parse_docker_host("docker-host", v)?,
+                _ => DEFAULT_DOCKER_HOST.to_string(),
+            };
+            let cert_path = cli
+                .docker_cert_path
+                .clone()
+                .or(file.docker_cert_path.clone())
+                .unwrap_or_else(|| {
+                    PathBuf::from(var("HOME").unwrap_or_else(|| "/root".into())).join(".docker")
+                });
+            let environment = match (&cli.environment, &file.environment) {
+                (Some(v), _) => Some(("--environment", v)),
+                (None, Some(v)) => Some(("environment", v)),
+                _ => None,
+            }
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(key, v)| {
+                Name::parse(v)
+                    .map(|n| n.as_str().to_string())
+                    .map_err(|e| invalid(key, v, e))
+            })
+            .transpose()?;
+            let network = cli
+                .network
+                .clone()
+                .or(file.network.clone())
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty());
+            let (key, list) = if !cli.name_schemes.is_empty() {
+                ("--name-schemes", cli.name_schemes.clone())
+            } else if let Some(list) = &file.name_schemes {
+                ("name-schemes", list.clone())
+            } else {
+                ("", Schemes::NAMES.iter().map(|s| s.to_string()).collect())
+            };
+            let mut schemes = Schemes::none();
+            for name in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                if name != "none" && !schemes.enable(name) {
+                    return Err(invalid(
+                        key,
+                        name,
+                        format!(
+                            "unknown naming scheme (expected {})",
+                            Schemes::NAMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Some(DockerConfig {
+                address: EngineAddress {
+                    host,
+                    tls_verify: cli.docker_tls_verify || file.docker_tls_verify.unwrap_or(false),
+                    cert_path,
+                },
+                environment,
+                network,
+                schemes,
+            })
+        };
+
         Ok(Config {
             dns_listen,
             dns_listen_is_default,
@@ -548,6 +717,8 @@ impl Config {
             max_tcp_connections,
             http_listen,
             static_records,
+            host_ip,
+            docker,
         })
     }
 }
@@ -780,6 +951,117 @@ ttl = 60
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn docker_settings() {
+        let c = resolve_with(&[], &[("HOME", "/home/u")], "", "").unwrap();
+        let d = c.docker.expect("docker on by default");
+        assert_eq!(d.address.host, DEFAULT_DOCKER_HOST);
+        assert!(!d.address.tls_verify);
+        assert_eq!(d.address.cert_path, PathBuf::from("/home/u/.docker"));
+        assert_eq!(d.schemes, Schemes::all());
+        assert_eq!((d.environment, d.network), (None, None));
+        assert_eq!(c.host_ip, None);
+
+        let c = resolve_with(
+            &[
+                "--docker-host",
+                "tcp://10.0.0.2:2376",
+                "--docker-tls-verify",
+                "--docker-cert-path",
+                "/certs",
+                "--environment",
+                "Prod",
+                "--network",
+                "back",
+                "--name-schemes",
+                "container,srv",
+                "--host-ip",
+                "192.0.2.7",
+            ],
+            &[],
+            "",
+            "",
+        )
+        .unwrap();
+        let d = c.docker.unwrap();
+        assert_eq!(d.address.host, "tcp://10.0.0.2:2376");
+        assert!(d.address.tls_verify);
+        assert_eq!(d.address.cert_path, PathBuf::from("/certs"));
+        assert_eq!(d.environment.as_deref(), Some("prod"));
+        assert_eq!(d.network.as_deref(), Some("back"));
+        let mut want = Schemes::none();
+        want.container = true;
+        want.srv = true;
+        assert_eq!(d.schemes, want);
+        assert_eq!(c.host_ip, Some("192.0.2.7".parse().unwrap()));
+
+        let file = "docker-host = \"unix:///tmp/d.sock\"\nname-schemes = [\"none\"]\nhost-ip = \"fd00::1\"\n";
+        let c = resolve_with(&[], &[("HOSTIP", "192.0.2.8")], file, "").unwrap();
+        assert_eq!(
+            c.host_ip,
+            Some("192.0.2.8".parse().unwrap()),
+            "legacy env beats file"
+        );
+        let d = c.docker.unwrap();
+        assert_eq!(d.address.host, "unix:///tmp/d.sock");
+        assert_eq!(d.schemes, Schemes::none());
+
+        assert!(resolve_with(&["--no-docker"], &[], "", "")
+            .unwrap()
+            .docker
+            .is_none());
+        assert!(resolve_with(&[], &[], "no-docker = true", "")
+            .unwrap()
+            .docker
+            .is_none());
+    }
+
+    #[test]
+    fn docker_errors_name_key_value_and_reason() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let table: &[Case] = &[
+            (
+                &["--docker-host", "ssh://h"],
+                &[],
+                "",
+                "invalid value \"ssh://h\" for --docker-host: expected unix:///PATH",
+            ),
+            (
+                &["--docker-host", "unix://run/d.sock"],
+                &[],
+                "",
+                "for --docker-host: the socket path must be absolute",
+            ),
+            (
+                &["--docker-host", "tcp://"],
+                &[],
+                "",
+                "nothing after the scheme",
+            ),
+            (&[], &[], "docker-host = \"/x\"", "for docker-host"),
+            (
+                &["--host-ip", "myhost"],
+                &[],
+                "",
+                "for --host-ip: not an IP address",
+            ),
+            (&[], &[("HOSTIP", "x")], "", "for HOSTIP"),
+            (&["--environment", "a b"], &[], "", "for --environment"),
+            (
+                &["--name-schemes", "container,bogus"],
+                &[],
+                "",
+                "invalid value \"bogus\" for --name-schemes: unknown naming scheme",
+            ),
+            (&[], &[], "name-schemes = [\"x\"]", "for name-schemes"),
+        ];
+        for (args, vars, file, want) in table {
+            let err = resolve_with(args, vars, file, "").unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?} {file:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
         }
     }
 

@@ -6,6 +6,7 @@ mod support;
 mod browser;
 mod cli;
 mod dns;
+mod docker;
 mod forward;
 mod hosts;
 mod malformed;

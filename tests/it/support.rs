@@ -95,6 +95,13 @@ impl Joyride {
             "testnode",
         ]);
         cmd.args(&http_args);
+        // The Docker source only where a test names an engine: others must not see the
+        // shared engine's containers (tests run in parallel).
+        if !args.iter().any(|a| *a == "--docker-host" || *a == "--no-docker")
+            && env_var("DOCKER_HOST").is_none()
+        {
+            cmd.arg("--no-docker");
+        }
         cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
