@@ -97,7 +97,9 @@ impl Joyride {
         cmd.args(&http_args);
         // The Docker source only where a test names an engine: others must not see the
         // shared engine's containers (tests run in parallel).
-        if !args.iter().any(|a| *a == "--docker-host" || *a == "--no-docker")
+        if !args
+            .iter()
+            .any(|a| *a == "--docker-host" || *a == "--no-docker")
             && env_var("DOCKER_HOST").is_none()
         {
             cmd.arg("--no-docker");
