@@ -7,5 +7,7 @@
 //! own and never touches the DNS path.
 
 pub mod crypto;
+pub mod node;
 pub mod replication;
+pub mod sim;
 pub mod wire;
