@@ -78,6 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         negative_ttl: config.negative_ttl,
         node: Arc::from(config.node_name.as_str()),
         ns_addresses: ns_addresses(&dns_addrs),
+        prefer_local: config.prefer_local,
     });
     let store_cancel = CancellationToken::new();
     let store_join = tokio::spawn(store_task.run(store_cancel.clone()));

@@ -344,7 +344,9 @@ mod tests {
             .any(|m| m.name == "h1" && m.state == "dead"));
         net.restart(0, ring());
         net.set_local(0, sample_set("h1", 3, 0));
-        net.join_all();
+        // Like `--join h2`: the restarted node announces itself at once.
+        let (seed, now) = (net.addr(1), net.now);
+        net.nodes[0].set_seeds(vec![seed], now);
         let t = net
             .run_until(Duration::from_secs(5), |n| {
                 n.stores[1].count_of("h1") == 3

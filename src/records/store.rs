@@ -55,6 +55,9 @@ pub struct ZoneConfig {
     pub node: Arc<str>,
     /// Addresses published for the zone's name server `ns.<apex>`.
     pub ns_addresses: Vec<IpAddr>,
+    /// Put this node's own records first in each RRset (`--prefer-local`): a name that
+    /// peers publish too answers with the local addresses first.
+    pub prefer_local: bool,
 }
 
 /// One record's contribution to a name: who asserted it, with which TTL.
@@ -68,6 +71,8 @@ struct Contribution {
 /// The mutable state behind the snapshots.
 pub struct Store {
     zone: Arc<ZoneInfo>,
+    /// See `ZoneConfig::prefer_local`.
+    prefer_local: bool,
     /// Records as each owner asserted them (without derived PTRs).
     owners: HashMap<OwnerKey, Arc<[Record]>>,
     /// Every contribution to each name, derived PTRs included.
@@ -108,6 +113,7 @@ impl Store {
         });
         let mut store = Store {
             zone,
+            prefer_local: cfg.prefer_local,
             owners: HashMap::new(),
             by_name: HashMap::new(),
             entries: HashMap::new(),
@@ -205,10 +211,18 @@ impl Store {
             return;
         }
         let default_ttl = self.zone.default_ttl;
-        let data: Vec<(RData, u32)> = contribs
+        let mut data: Vec<(bool, RData, u32)> = contribs
             .iter()
-            .map(|c| (c.data.clone(), c.ttl.unwrap_or(default_ttl)))
+            .map(|c| {
+                let local = c.owner.node == self.zone.node;
+                (local, c.data.clone(), c.ttl.unwrap_or(default_ttl))
+            })
             .collect();
+        if self.prefer_local {
+            // Stable: local records first, each group in its own order.
+            data.sort_by_key(|d| !d.0);
+        }
+        let data: Vec<(RData, u32)> = data.into_iter().map(|(_, d, t)| (d, t)).collect();
         if is_apex {
             let ns = self.zone.apex.child("ns").unwrap_or_else(|_| name.clone());
             // NS and SOA are not types sources assert; the zone's own are written here.
@@ -426,6 +440,7 @@ mod tests {
             negative_ttl: 5,
             node: "n1".into(),
             ns_addresses: vec!["127.0.0.1".parse().unwrap()],
+            prefer_local: false,
         })
     }
     fn owner(id: &str) -> OwnerKey {
@@ -488,6 +503,39 @@ mod tests {
         assert_eq!(count(&snap, "docker", RType::SOA), 1);
         assert_eq!(count(&snap, "docker", RType::NS), 1);
         assert_eq!(count(&snap, "ns.docker", RType::A), 1);
+    }
+
+    #[test]
+    fn prefer_local_puts_own_records_first() {
+        for prefer in [false, true] {
+            let mut s = Store::new(ZoneConfig {
+                apex: n("docker"),
+                default_ttl: 10,
+                negative_ttl: 5,
+                node: "n1".into(),
+                ns_addresses: vec![],
+                prefer_local: prefer,
+            });
+            s.apply(Change::Replace {
+                owner: OwnerKey::new(&Arc::from("n2"), SourceKind::Hosts, "f"),
+                records: vec![a("web.docker", "10.0.0.2")],
+            });
+            s.apply(Change::Replace {
+                owner: owner("c1"),
+                records: vec![a("web.docker", "10.0.0.1")],
+            });
+            let snap = s.snapshot();
+            let set = snap
+                .lookup(&n("web.docker").to_wire())
+                .unwrap()
+                .rrset(RType::A)
+                .unwrap();
+            assert_eq!(set.count, 2);
+            // The last 4 bytes of the first record's RDATA are its address.
+            let first = &set.wire[12..16];
+            let want: [u8; 4] = if prefer { [10, 0, 0, 1] } else { [10, 0, 0, 2] };
+            assert_eq!(first, want, "prefer_local={prefer}");
+        }
     }
 
     #[test]
