@@ -9,5 +9,7 @@
 pub mod crypto;
 pub mod node;
 pub mod replication;
+pub mod service;
 pub mod sim;
+pub mod srv;
 pub mod wire;

@@ -107,6 +107,8 @@ pub struct ClusterNode {
     changes: Vec<Change>,
     pub counters: Counters,
     rng: rand::rngs::StdRng,
+    /// Set by `leave`: foca then calls itself dead, which is expected.
+    leaving: bool,
 }
 
 impl ClusterNode {
@@ -147,6 +149,7 @@ impl ClusterNode {
             changes: Vec::new(),
             counters: Counters::default(),
             rng: rand::rngs::StdRng::from_os_rng(),
+            leaving: false,
             settings,
         }
     }
@@ -350,6 +353,7 @@ impl ClusterNode {
 
     /// Says goodbye: every live member withdraws our records at once.
     pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
         let members: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
         for to in members {
             self.send(
@@ -477,6 +481,7 @@ impl ClusterNode {
                 }
             }
             OwnedNotification::Active => info!("joined the cluster"),
+            OwnedNotification::Idle if self.leaving => {}
             OwnedNotification::Idle => warn!("no live cluster member left"),
             OwnedNotification::Rejoin(id) => {
                 info!(
@@ -485,6 +490,7 @@ impl ClusterNode {
                 );
                 self.id = id;
             }
+            OwnedNotification::Defunct if self.leaving => {}
             OwnedNotification::Defunct => warn!("declared dead by the cluster"),
         }
     }
