@@ -79,7 +79,8 @@ pub struct Counters {
 /// Foca keeps at most this many bytes for its own payload, leaving room for our envelope
 /// (cluster id and node name, 63 bytes each at most) and the seal.
 const SWIM_BUDGET: usize = MAX_DATAGRAM - SEAL_OVERHEAD - 160;
-/// How often seeds are announced to while the node has live members (new seeds, merges).
+/// How often seeds are announced to while the node has live members (a seed that restarted
+/// alone, or a second cluster to merge with).
 const PERIODIC_REJOIN: Duration = Duration::from_secs(30);
 
 type Swim = Foca<NodeId, PostcardCodec, rand_foca::rngs::StdRng, NoCustomBroadcast>;
@@ -101,6 +102,8 @@ pub struct ClusterNode {
     seeds: Vec<SocketAddr>,
     next_sync: Instant,
     next_rejoin: Instant,
+    /// When the seeds are next announced to while joined.
+    next_seed_announce: Instant,
     /// Sealed datagrams to send.
     out: Vec<(SocketAddr, Vec<u8>)>,
     /// Changes for the store.
@@ -145,6 +148,7 @@ impl ClusterNode {
             seeds: Vec::new(),
             next_sync: now,
             next_rejoin: now,
+            next_seed_announce: now,
             out: Vec::new(),
             changes: Vec::new(),
             counters: Counters::default(),
@@ -167,6 +171,7 @@ impl ClusterNode {
         if seeds != self.seeds {
             self.seeds = seeds;
             self.next_rejoin = now;
+            self.next_seed_announce = now;
         }
     }
 
@@ -335,17 +340,32 @@ impl ClusterNode {
             }
         }
         if now >= self.next_rejoin {
+            // Foca announces to dead members only while it has live ones, and a healed
+            // partition can leave every side idle: so we announce ourselves too, to a few
+            // dead members (they may be back) and to the seeds, often while alone.
             let idle = self.swim.num_members() == 0;
             self.next_rejoin = now
                 + if idle {
                     self.settings.rejoin_interval
                 } else {
-                    PERIODIC_REJOIN
+                    self.settings.rejoin_interval * 2
                 };
-            if !self.seeds.is_empty() {
+            let mut targets: Vec<SocketAddr> = self
+                .swim
+                .iter_membership_state()
+                .filter(|m| m.state() == State::Down && !self.left.contains(&m.id().name))
+                .map(|m| m.id().addr)
+                .choose_multiple(&mut self.rng, 2);
+            if idle || now >= self.next_seed_announce {
+                self.next_seed_announce = now + PERIODIC_REJOIN;
+                targets.extend(self.seeds.iter().copied());
+            }
+            targets.sort();
+            targets.dedup();
+            if !targets.is_empty() {
                 let a = self.announcement();
-                for s in self.seeds.clone() {
-                    self.push(s, a.clone());
+                for t in targets {
+                    self.push(t, a.clone());
                 }
             }
         }
@@ -506,7 +526,7 @@ fn swim_config(s: &NodeSettings) -> foca::Config {
     c.suspect_to_down_after = s.failure_timeout;
     c.max_packet_size = NonZeroUsize::new(SWIM_BUDGET).expect("non-zero");
     c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: Duration::from_secs(2),
+        frequency: Duration::from_secs(1),
         num_members: NonZeroUsize::new(2).expect("non-zero"),
     });
     c.remove_down_after = Some(Duration::from_secs(3600));

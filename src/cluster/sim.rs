@@ -443,7 +443,8 @@ mod tests {
         // one, so nodes that know only the old key keep hearing it.
         net.restart(0, Keyring::new(&[key(), new.clone()], "sim"));
         net.set_local(0, sample_set("h1", 5, 0));
-        net.join_all();
+        let (seed, now) = (net.addr(2), net.now);
+        net.nodes[0].set_seeds(vec![seed], now);
         net.run_until(Duration::from_secs(5), |n| {
             n.stores[0].total() == 10 && n.stores[2].count_of("h1") == 5
         })

@@ -2,5 +2,7 @@
 //! below) keeps link time down.
 
 mod support;
+mod testbed;
 
+mod cluster;
 mod dns;

@@ -70,12 +70,13 @@ impl Joyride {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("joyride.log");
         let mut cmd = Command::new(JOYRIDE);
-        cmd.arg("--dns-listen").arg(dns.to_string()).args([
-            "--log-level",
-            "debug",
-            "--node-name",
-            "testnode",
-        ]);
+        cmd.arg("--dns-listen")
+            .arg(dns.to_string())
+            .args(["--log-level", "debug"]);
+        // Cluster tests name their nodes; a flag given twice is an error.
+        if !args.contains(&"--node-name") {
+            cmd.args(["--node-name", "testnode"]);
+        }
         cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
