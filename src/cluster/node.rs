@@ -110,6 +110,9 @@ pub struct ClusterNode {
     changes: Vec<Change>,
     pub counters: Counters,
     rng: rand::rngs::StdRng,
+    /// Origins of sets we hold but whose node foca did not know, and when we last
+    /// introduced ourselves to them.
+    introduced: HashMap<String, Instant>,
     /// Set by `leave`: foca then calls itself dead, which is expected.
     leaving: bool,
 }
@@ -135,8 +138,11 @@ impl ClusterNode {
             <rand_foca::rngs::StdRng as rand_foca::SeedableRng>::seed_from_u64(rand::random()),
             PostcardCodec,
         );
+        let mut repl = Replication::new(&settings.name, boot_ms);
+        repl.set_local_addr(settings.advertise);
         ClusterNode {
-            repl: Replication::new(&settings.name, boot_ms),
+            repl,
+            introduced: HashMap::new(),
             id,
             keyring,
             swim,
@@ -274,6 +280,9 @@ impl ClusterNode {
             }
             Body::Records(part) => {
                 self.counters.record_parts_received += 1;
+                if let Some(origin) = part.origin {
+                    self.introduce(&part.node, origin, now);
+                }
                 let changes = self.repl.on_part(part);
                 self.changes.extend(changes);
             }
@@ -328,7 +337,14 @@ impl ClusterNode {
         }
         if now >= self.next_sync {
             self.next_sync = now + self.settings.sync_interval;
-            for to in self.random_members(self.settings.fanout) {
+            // While something changed recently, spread it to `fanout` members; at rest one
+            // digest per round is enough to catch anything missed.
+            let fanout = if self.repl.has_hot() {
+                self.settings.fanout
+            } else {
+                1
+            };
+            for to in self.random_members(fanout) {
                 let d = self.repl.digest();
                 self.send(
                     to,
@@ -428,6 +444,27 @@ impl ClusterNode {
         out
     }
 
+    /// Announces ourselves to the origin of a set if the failure detector has never heard
+    /// of it (at most every few seconds): its records enter the store only once it is a
+    /// live member, and this makes it one without waiting for membership gossip.
+    fn introduce(&mut self, node: &str, origin: SocketAddr, now: Instant) {
+        if node == self.settings.name
+            || self
+                .swim
+                .iter_membership_state()
+                .any(|m| m.id().name == node)
+            || self
+                .introduced
+                .get(node)
+                .is_some_and(|t| now < *t + Duration::from_secs(5))
+        {
+            return;
+        }
+        self.introduced.insert(node.to_string(), now);
+        let a = self.announcement();
+        self.push(origin, a);
+    }
+
     fn random_members(&mut self, n: usize) -> Vec<SocketAddr> {
         self.swim
             .iter_members()
@@ -520,7 +557,9 @@ impl ClusterNode {
 /// faster re-announcement to dead members (a healed partition merges within seconds), and
 /// room in each datagram for our envelope.
 fn swim_config(s: &NodeSettings) -> foca::Config {
-    let mut c = foca::Config::new_lan(NonZeroU32::new(32).expect("non-zero"));
+    // Sized for clusters up to a few hundred nodes: more retransmissions of membership
+    // updates, so a burst of joins reaches everyone.
+    let mut c = foca::Config::new_lan(NonZeroU32::new(256).expect("non-zero"));
     c.probe_period = s.probe_interval;
     c.probe_rtt = s.probe_interval / 2;
     c.suspect_to_down_after = s.failure_timeout;
@@ -530,5 +569,11 @@ fn swim_config(s: &NodeSettings) -> foca::Config {
         num_members: NonZeroUsize::new(2).expect("non-zero"),
     });
     c.remove_down_after = Some(Duration::from_secs(3600));
+    // Ask a random member for its member list every few seconds, so a member that missed
+    // an update (loss, a burst of joins) still learns everyone soon.
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::new(1).expect("non-zero"),
+    });
     c
 }

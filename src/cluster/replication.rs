@@ -26,8 +26,15 @@ pub type RecordSet = BTreeMap<OwnerId, Vec<Record>>;
 
 /// Most node sets pushed or requested in answer to one digest.
 const MAX_SETS_PER_EXCHANGE: usize = 16;
-/// Digest entries per datagram (names up to 63 bytes: stays under the datagram budget).
-const DIGEST_PAGE: usize = 12;
+/// Bytes of digest entries per datagram (an entry costs its name plus about 10 bytes).
+const DIGEST_BUDGET: usize = 900;
+/// How many digests a freshly changed set is listed in first, whatever the page: a change
+/// spreads epidemically instead of waiting for its turn in the rotation.
+const HOT_DIGESTS: u32 = 6;
+
+fn entry_cost(name: &str) -> usize {
+    name.len() + 11
+}
 
 /// A complete set of one node, as received (parts kept for relaying).
 struct Held {
@@ -73,6 +80,10 @@ pub struct Replication {
     pending: HashMap<String, Assembly>,
     /// Where the next digest page starts.
     cursor: usize,
+    /// Our gossip address, stamped on our parts.
+    local_addr: Option<std::net::SocketAddr>,
+    /// Recently changed sets (ours included) and how many more digests list them first.
+    hot: Vec<(String, u32)>,
 }
 
 /// A version newer than `prev`, tied to the wall clock so a restart never goes back.
@@ -93,6 +104,8 @@ impl Replication {
             active: HashMap::new(),
             pending: HashMap::new(),
             cursor: 0,
+            hot: Vec::new(),
+            local_addr: None,
         }
     }
 
@@ -116,6 +129,11 @@ impl Replication {
         self.peers.values().map(|h| h.invalid).sum()
     }
 
+    /// Whether a set changed recently (digests then go to more members).
+    pub fn has_hot(&self) -> bool {
+        !self.hot.is_empty()
+    }
+
     /// Sets this node's own records. Returns true when they changed (and the version moved).
     pub fn set_local(&mut self, set: RecordSet, now_ms: u64) -> bool {
         if set == self.local_set {
@@ -123,12 +141,32 @@ impl Replication {
         }
         self.local_set = set;
         self.bump_local(now_ms);
+        let local = self.local.clone();
+        self.mark_hot(&local);
         true
     }
 
     fn bump_local(&mut self, now_ms: u64) {
         self.local_version = next_version(self.local_version, now_ms);
+        self.recut();
+    }
+
+    fn recut(&mut self) {
         self.local_parts = cut(&self.local, self.local_version, &self.local_set);
+        for p in &mut self.local_parts {
+            p.origin = self.local_addr;
+        }
+    }
+
+    /// Our gossip address, carried in our parts.
+    pub fn set_local_addr(&mut self, addr: std::net::SocketAddr) {
+        self.local_addr = Some(addr);
+        self.recut();
+    }
+
+    fn mark_hot(&mut self, node: &str) {
+        self.hot.retain(|(n, _)| n != node);
+        self.hot.push((node.to_string(), HOT_DIGESTS));
     }
 
     /// The parts of this node's own set, to push to a peer.
@@ -136,29 +174,66 @@ impl Replication {
         &self.local_parts
     }
 
-    /// The next page of our digest (ourselves first, then every held peer).
+    /// The next page of our digest: ourselves, recently changed sets, then a rotating
+    /// window of the others, as many as fit one datagram.
     pub fn digest(&mut self) -> Digest {
-        let mut all: Vec<(String, u64)> = Vec::with_capacity(self.peers.len() + 1);
-        all.push((self.local.clone(), self.local_version));
-        let mut peers: Vec<(&String, &Held)> = self.peers.iter().collect();
-        peers.sort_by(|a, b| a.0.cmp(b.0));
-        all.extend(peers.into_iter().map(|(n, h)| (n.clone(), h.version)));
-        if all.len() <= DIGEST_PAGE {
+        let mut names: Vec<&String> = self.peers.keys().collect();
+        names.sort();
+        let total: usize =
+            entry_cost(&self.local) + names.iter().map(|n| entry_cost(n)).sum::<usize>();
+        let version = |this: &Replication, n: &str| {
+            if n == this.local {
+                this.local_version
+            } else {
+                this.peers.get(n).map_or(0, |h| h.version)
+            }
+        };
+        if total <= DIGEST_BUDGET {
+            let mut entries = vec![(self.local.clone(), self.local_version)];
+            entries.extend(names.iter().map(|n| ((*n).clone(), self.peers[*n].version)));
+            self.hot.clear();
             return Digest {
-                entries: all,
+                entries,
                 complete: true,
             };
         }
-        // Ourselves always, then a rotating window of the others.
-        let others = all.len() - 1;
-        let start = self.cursor % others;
-        let mut entries = vec![all[0].clone()];
-        entries.extend(
-            (0..DIGEST_PAGE - 1)
-                .map(|i| all[1 + (start + i) % others].clone())
-                .take(others),
-        );
-        self.cursor = (start + DIGEST_PAGE - 1) % others;
+        let mut entries = vec![(self.local.clone(), self.local_version)];
+        let mut size = entry_cost(&self.local);
+        let mut listed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        listed.insert(self.local.clone());
+        for (n, left) in self.hot.iter_mut() {
+            if size + entry_cost(n) > DIGEST_BUDGET {
+                break;
+            }
+            if listed.insert(n.clone()) {
+                size += entry_cost(n);
+                entries.push((n.clone(), 0));
+            }
+            *left -= 1;
+        }
+        self.hot.retain(|(_, left)| *left > 0);
+        for e in entries.iter_mut().skip(1) {
+            e.1 = version(self, &e.0);
+        }
+        let names: Vec<String> = {
+            let mut v: Vec<String> = self.peers.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        let start = self.cursor % names.len().max(1);
+        let mut taken = 0;
+        for i in 0..names.len() {
+            let n = &names[(start + i) % names.len()];
+            if size + entry_cost(n) > DIGEST_BUDGET {
+                break;
+            }
+            taken += 1;
+            if listed.insert(n.clone()) {
+                size += entry_cost(n);
+                entries.push((n.clone(), self.peers[n].version));
+            }
+        }
+        self.cursor = (start + taken) % names.len().max(1);
         Digest {
             entries,
             complete: false,
@@ -273,6 +348,7 @@ impl Replication {
         let asm = self.pending.remove(&node).expect("assembly present");
         let parts: Vec<RecordsPart> = asm.parts.into_iter().flatten().collect();
         let (set, invalid) = assemble(&parts);
+        self.mark_hot(&node);
         let old = self.peers.insert(
             node.clone(),
             Held {
@@ -406,6 +482,7 @@ pub fn cut(node: &str, version: u64, set: &RecordSet) -> Vec<RecordsPart> {
             version,
             part: i as u16,
             parts: n,
+            origin: None,
             owners,
         })
         .collect()
@@ -611,7 +688,7 @@ mod tests {
     #[test]
     fn digest_pages_rotate_through_large_clusters() {
         let mut a = Replication::new("a", 1);
-        for i in 0..30 {
+        for i in 0..100 {
             let n = format!("n{i:02}");
             deliver(
                 &mut a,
@@ -619,14 +696,30 @@ mod tests {
             );
         }
         let mut seen = std::collections::HashSet::new();
-        for _ in 0..3 {
+        let mut pages = 0;
+        while seen.len() < 101 {
             let d = a.digest();
             assert!(!d.complete);
             assert_eq!(d.entries[0].0, "a");
-            assert!(d.entries.len() <= DIGEST_PAGE);
+            let size: usize = d.entries.iter().map(|e| entry_cost(&e.0)).sum();
+            assert!(size <= DIGEST_BUDGET, "{size}");
             seen.extend(d.entries.into_iter().map(|e| e.0));
+            pages += 1;
+            assert!(pages < 10, "pages rotate through everyone");
         }
-        assert_eq!(seen.len(), 31, "three pages cover everyone");
+        // Every set is fresh here: the hot list fades after a few digests.
+        for _ in 0..HOT_DIGESTS {
+            a.digest();
+        }
+        assert!(a.hot.is_empty());
+        // A newly changed set is listed first in the next digests.
+        deliver(
+            &mut a,
+            cut("n42", 9, &set(&[("/f", &[("y.docker", "10.0.0.2")])])),
+        );
+        for _ in 0..3 {
+            assert_eq!(a.digest().entries[1], ("n42".to_string(), 9));
+        }
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct RecordsPart {
     pub version: u64,
     pub part: u16,
     pub parts: u16,
+    /// The origin's gossip address, so a node that holds a set of a member it has not met
+    /// yet can introduce itself (membership then catches up with the records).
+    pub origin: Option<SocketAddr>,
     pub owners: Vec<WireOwner>,
 }
 
@@ -258,6 +261,7 @@ mod tests {
                     version: 1,
                     part: 0,
                     parts: 1,
+                    origin: Some("10.0.0.1:7946".parse().unwrap()),
                     owners: vec![WireOwner {
                         source: WireSource::Hosts,
                         owner: "/f".into(),
