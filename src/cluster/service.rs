@@ -408,3 +408,50 @@ async fn recv_multicast(
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::store::{Store, ZoneConfig};
+    use crate::records::{Change, Name, OwnerKey, RData, Record};
+
+    #[test]
+    fn local_set_takes_only_our_published_sources() {
+        let mut store = Store::new(ZoneConfig {
+            apex: Name::parse("docker").unwrap(),
+            default_ttl: 10,
+            negative_ttl: 5,
+            node: "me".into(),
+            ns_addresses: vec!["127.0.0.1".parse().unwrap()],
+            prefer_local: false,
+        });
+        let rec = |n: &str| {
+            Record::new(
+                Name::parse(n).unwrap(),
+                RData::A("10.0.0.1".parse().unwrap()),
+            )
+        };
+        let me: Arc<str> = Arc::from("me");
+        let peer: Arc<str> = Arc::from("peer");
+        for (node, source, owner, name) in [
+            (&me, SourceKind::Hosts, "/h", "a.docker"),
+            (&me, SourceKind::Docker, "c1", "b.docker"),
+            (&me, SourceKind::Static, "config", "c.docker"),
+            (&peer, SourceKind::Hosts, "/h", "p.docker"),
+        ] {
+            store.apply(Change::Replace {
+                owner: OwnerKey::new(node, source, owner),
+                records: vec![rec(name)],
+            });
+        }
+        let snap = store.snapshot();
+        let set = local_set(&snap, "me", &[SourceKind::Hosts, SourceKind::Docker]);
+        let keys: Vec<(SourceKind, &str)> = set.keys().map(|(s, o)| (*s, &**o)).collect();
+        assert_eq!(
+            keys,
+            vec![(SourceKind::Hosts, "/h"), (SourceKind::Docker, "c1")]
+        );
+        // The zone's own records (ns.docker) and peers' records are never published.
+        assert!(local_set(&snap, "me", &[SourceKind::Zone]).is_empty());
+    }
+}
