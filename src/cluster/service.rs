@@ -161,11 +161,14 @@ fn multicast_socket(group: SocketAddrV4, iface: Ipv4Addr) -> std::io::Result<Udp
     UdpSocket::from_std(s.into())
 }
 
-/// This node's own records of the published sources, as the snapshot holds them.
+/// This node's own records of the published sources, as the snapshot holds them (never the
+/// zone's derived records: every node makes its own).
 pub fn local_set(snap: &Snapshot, node: &str, publish: &[SourceKind]) -> RecordSet {
     snap.owners
         .iter()
-        .filter(|(k, _)| &*k.node == node && publish.contains(&k.source))
+        .filter(|(k, _)| {
+            &*k.node == node && k.source != SourceKind::Zone && publish.contains(&k.source)
+        })
         .map(|(k, v)| ((k.source, k.owner.clone()), v.to_vec()))
         .collect()
 }
