@@ -23,6 +23,7 @@ use crate::records::store::{self, ZoneConfig};
 use crate::records::{SnapshotReader, SourceKind};
 use crate::sources::hosts::HostsSource;
 use crate::status::{ComponentStatus, StatusBoard};
+use crate::web::WebServer;
 
 /// How long the sources get to stop before DNS is stopped anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("cannot open a socket to the upstreams: {0}")]
     Upstream(std::io::Error),
+    #[error(transparent)]
+    Http(#[from] crate::web::HttpBindError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -53,8 +56,13 @@ pub struct Shared {
 
 /// Runs the daemon until `shutdown` completes or a component fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listeners = BoundListeners::bind(&config.dns_listen).map_err(StartError::from)?;
+    let listeners = BoundListeners::bind(&config.dns_listen, config.dns_listen_is_default)
+        .map_err(StartError::from)?;
     let dns_addrs = listeners.local_addrs();
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(crate::web::bind(addr).map_err(StartError::from)?),
+        None => None,
+    };
     let cluster_bound = match &config.cluster {
         Some(c) => Some(cluster::bind(c).await.map_err(StartError::from)?),
         None => None,
@@ -91,6 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let store_join = tokio::spawn(store_task.run(store_cancel.clone()));
 
     let sources_cancel = CancellationToken::new();
+    // Sources and the web server: named tasks stopped together, before the store and DNS.
     let mut sources: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     if !config.static_records.is_empty() {
         store
@@ -113,7 +122,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let tx = status.register("hosts", ComponentStatus::default());
         let source = HostsSource::new(dir.clone(), config.domain.clone(), store.clone(), tx);
         let cancel = sources_cancel.clone();
-        sources.spawn(async move { ("hosts", source.run(cancel).await.map_err(Into::into)) });
+        sources
+            .spawn(async move { ("hosts source", source.run(cancel).await.map_err(Into::into)) });
     }
     if let (Some(cc), Some(bound)) = (&config.cluster, cluster_bound) {
         let tx = status.register("cluster", ComponentStatus::default());
@@ -146,7 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     store.flush().await.context("store stopped")?;
 
     let dns_stats = Arc::new(DnsStats::default());
-    let _shared = Shared {
+    let shared = Shared {
         config: config.clone(),
         reader: reader.clone(),
         dns_stats: dns_stats.clone(),
@@ -154,6 +164,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         status: status.clone(),
         started: SystemTime::now(),
     };
+    // The web server stops with the sources, before DNS.
+    if let Some(listener) = http_listener {
+        let web = WebServer::new(listener, shared);
+        let cancel = sources_cancel.clone();
+        sources.spawn(async move { ("web server", web.run(cancel).await.map_err(Into::into)) });
+    }
     let server = DnsServer {
         listeners,
         reader,
@@ -176,8 +192,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(done) = sources.join_next() => {
             let (name, result) = done.unwrap_or(("source", Err(anyhow::anyhow!("task panicked"))));
             let e = result.err().unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"));
-            error!(error = %e, "{name} source stopped");
-            failure = Some(e.context(format!("{name} source stopped")));
+            error!(error = %e, "{name} stopped");
+            failure = Some(e.context(format!("{name} stopped")));
         }
         r = &mut dns => {
             dns_status.send_modify(|s| {

@@ -15,7 +15,16 @@ use crate::cluster::crypto::ClusterKey;
 use crate::records::{Name, RData, Record, SourceKind};
 
 /// Environment variables of the earlier Python Joyride, still honoured.
-pub const LEGACY_ENV: [&str; 3] = ["DNS_PORT", "DNS_BIND_ADDRESS", "HOSTS_DIRECTORY"];
+pub const LEGACY_ENV: [&str; 5] = [
+    "DNS_PORT",
+    "DNS_BIND_ADDRESS",
+    "HOSTS_DIRECTORY",
+    "FLASK_HOST",
+    "FLASK_PORT",
+];
+
+/// Where the web page, JSON API and metrics listen unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5380);
 
 /// DNS names for Docker containers, on one host and across many.
 ///
@@ -101,6 +110,15 @@ pub struct Cli {
     /// Most DNS TCP connections open at once [default: 256].
     #[arg(long, env = "JOYRIDE_MAX_TCP_CONNECTIONS", value_name = "N")]
     pub max_tcp_connections: Option<String>,
+
+    /// Address of the web page, JSON API and Prometheus metrics [default: 127.0.0.1:5380].
+    /// Legacy: FLASK_HOST and FLASK_PORT.
+    #[arg(long, env = "JOYRIDE_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    pub http_listen: Option<String>,
+
+    /// Do not serve the web page, API and metrics at all.
+    #[arg(long, env = "JOYRIDE_NO_HTTP")]
+    pub no_http: bool,
 
     /// Answer a name with this node's own addresses first when peers publish it too.
     #[arg(long, env = "JOYRIDE_PREFER_LOCAL")]
@@ -224,6 +242,8 @@ pub struct FileConfig {
     pub udp_threads: Option<usize>,
     pub tcp_idle_timeout: Option<f64>,
     pub max_tcp_connections: Option<usize>,
+    pub http_listen: Option<String>,
+    pub no_http: Option<bool>,
     pub prefer_local: Option<bool>,
     pub gossip_listen: Option<String>,
     pub gossip_advertise: Option<String>,
@@ -279,6 +299,9 @@ fn invalid(key: &str, value: impl ToString, reason: impl ToString) -> ConfigErro
 #[derive(Debug, Clone)]
 pub struct Config {
     pub dns_listen: Vec<SocketAddr>,
+    /// True when `dns_listen` is the built-in default: an address this host cannot bind
+    /// (no IPv6 loopback in many containers) is then skipped with a warning.
+    pub dns_listen_is_default: bool,
     pub domain: Name,
     pub ttl: u32,
     pub negative_ttl: u32,
@@ -295,6 +318,8 @@ pub struct Config {
     pub udp_threads: usize,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
+    /// Where the web server listens; `None` with `--no-http`.
+    pub http_listen: Option<SocketAddr>,
     /// `[[records]]` of the file.
     pub static_records: Vec<Record>,
     /// Order this node's own addresses first in answers.
@@ -705,6 +730,10 @@ impl Config {
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 5353),
             ]
         };
+        let dns_listen_is_default = cli.dns_listen.is_empty()
+            && var("DNS_PORT").is_none()
+            && var("DNS_BIND_ADDRESS").is_none()
+            && file.dns_listen.is_none();
         if dns_listen.is_empty() {
             return Err(invalid(
                 "--dns-listen",
@@ -734,9 +763,8 @@ impl Config {
         };
 
         let forward = !(cli.no_forward || file.no_forward.unwrap_or(false));
-        let upstreams: Vec<SocketAddr> = if !forward {
-            Vec::new()
-        } else if !cli.upstream.is_empty() {
+        // Given upstreams are validated even with --no-forward: a bad value is an error.
+        let upstreams: Vec<SocketAddr> = if !cli.upstream.is_empty() {
             cli.upstream
                 .iter()
                 .filter(|s| !s.trim().is_empty())
@@ -754,6 +782,7 @@ impl Config {
                 .filter(|ns| !is_own_address(ns, &dns_listen))
                 .collect()
         };
+        let upstreams = if forward { upstreams } else { Vec::new() };
         let upstream_timeout = match &cli.upstream_timeout {
             Some(v) => seconds("--upstream-timeout", v)?,
             None => match file.upstream_timeout {
@@ -823,6 +852,29 @@ impl Config {
             })?,
         };
 
+        let http_listen = if cli.no_http || file.no_http.unwrap_or(false) {
+            None
+        } else if let Some(v) = &cli.http_listen {
+            Some(parse_listen("--http-listen", v)?)
+        } else if var("FLASK_HOST").is_some() || var("FLASK_PORT").is_some() {
+            let port = match var("FLASK_PORT") {
+                Some(p) => number::<u16>("FLASK_PORT", &p, 0, u16::MAX)?,
+                None => DEFAULT_HTTP_LISTEN.port(),
+            };
+            let ip = match var("FLASK_HOST").as_deref().map(str::trim) {
+                Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                Some(a) => a
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid("FLASK_HOST", a, "not an IP address (or localhost)"))?,
+                None => DEFAULT_HTTP_LISTEN.ip(),
+            };
+            Some(SocketAddr::new(ip, port))
+        } else if let Some(v) = &file.http_listen {
+            Some(parse_listen("http-listen", v)?)
+        } else {
+            Some(DEFAULT_HTTP_LISTEN)
+        };
+
         let static_records = file
             .records
             .iter()
@@ -849,6 +901,7 @@ impl Config {
 
         Ok(Config {
             dns_listen,
+            dns_listen_is_default,
             domain,
             ttl,
             negative_ttl,
@@ -863,6 +916,7 @@ impl Config {
             udp_threads,
             tcp_idle_timeout,
             max_tcp_connections,
+            http_listen,
             static_records,
             prefer_local,
             cluster,
@@ -912,6 +966,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = resolve_with(&[], &[], "", "nameserver 10.0.0.53\n").unwrap();
+        assert!(c.dns_listen_is_default);
         assert_eq!(
             c.dns_listen,
             vec![
@@ -925,6 +980,36 @@ mod tests {
         assert!(c.forward);
         assert_eq!(c.node_name, "host1");
         assert_eq!(c.edns_udp_size, 1232);
+        assert_eq!(c.http_listen, Some("127.0.0.1:5380".parse().unwrap()));
+    }
+
+    #[test]
+    fn http_listen_precedence_and_legacy_flask_env() {
+        let file = "http-listen = \"127.0.0.1:1\"\n";
+        let c = resolve_with(&["--http-listen", "[::1]:8080"], &[], file, "").unwrap();
+        assert_eq!(c.http_listen, Some("[::1]:8080".parse().unwrap()));
+        let c = resolve_with(&[], &[("FLASK_PORT", "8000")], file, "").unwrap();
+        assert_eq!(
+            c.http_listen,
+            Some("127.0.0.1:8000".parse().unwrap()),
+            "legacy env beats file"
+        );
+        let c = resolve_with(
+            &[],
+            &[("FLASK_HOST", "0.0.0.0"), ("FLASK_PORT", "5000")],
+            "",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.http_listen, Some("0.0.0.0:5000".parse().unwrap()));
+        let c = resolve_with(&[], &[("FLASK_HOST", "localhost")], "", "").unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:5380".parse().unwrap()));
+        let c = resolve_with(&[], &[], file, "").unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:1".parse().unwrap()));
+        let c = resolve_with(&["--no-http", "--http-listen", "127.0.0.1:9"], &[], "", "").unwrap();
+        assert_eq!(c.http_listen, None);
+        let c = resolve_with(&[], &[], "no-http = true", "").unwrap();
+        assert_eq!(c.http_listen, None);
     }
 
     #[test]
@@ -1021,6 +1106,12 @@ ttl = 60
             (&["--edns-udp-size", "100"], "", "must be from 512 to 4096"),
             (&["--upstream-timeout", "0"], "", "for --upstream-timeout"),
             (&["--log-level", "=[bad"], "", "for --log-level"),
+            (
+                &["--http-listen", "localhost:80"],
+                "",
+                "invalid value \"localhost:80\" for --http-listen: expected IP:PORT",
+            ),
+            (&[], "http-listen = \"nowhere\"", "for http-listen"),
             (&[], "colour = 1", "unknown field `colour`"),
             (&[], "ttl = \"ten\"", "config file test.toml"),
             (
@@ -1038,6 +1129,29 @@ ttl = 60
             let err = resolve_with(args, &[], file, "").unwrap_err().to_string();
             assert!(err.contains(want), "{args:?} {file:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let env_table: &[(&str, &str, &str)] = &[
+            (
+                "FLASK_PORT",
+                "http",
+                "invalid value \"http\" for FLASK_PORT",
+            ),
+            (
+                "FLASK_PORT",
+                "70000",
+                "invalid value \"70000\" for FLASK_PORT",
+            ),
+            (
+                "FLASK_HOST",
+                "web.example",
+                "for FLASK_HOST: not an IP address",
+            ),
+        ];
+        for (k, v, want) in env_table {
+            let err = resolve_with(&[], &[(k, v)], "", "")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{k}={v}: {err}");
         }
     }
 

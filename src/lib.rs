@@ -11,3 +11,4 @@ pub mod dns;
 pub mod records;
 pub mod sources;
 pub mod status;
+pub mod web;

@@ -220,22 +220,7 @@ fn skip_record(packet: &[u8], mut at: usize) -> Result<(RrHead, usize), Malforme
     ))
 }
 
-/// Where the zone `apex` (lowercase wire) starts inside the lowercase `name`, if `name` is
-/// the apex or below it.
-#[inline]
-pub fn zone_offset(name: &[u8], apex: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        if name.len() - at == apex.len() {
-            return (name[at..] == *apex).then_some(at);
-        }
-        let len = *name.get(at)? as usize;
-        if len == 0 || name.len() - at < apex.len() {
-            return None;
-        }
-        at += 1 + len;
-    }
-}
+pub use crate::records::wire::zone_offset;
 
 /// True when some label of the (lowercase wire) name is exactly `*`.
 #[inline]

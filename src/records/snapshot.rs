@@ -1,8 +1,11 @@
 //! The immutable view of all records that readers (DNS, web, cluster) load.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use super::wire::NameEntry;
 use super::{Name, OwnerKey, Record};
@@ -24,6 +27,22 @@ pub struct ZoneInfo {
     pub node: Arc<str>,
 }
 
+/// Wire entries by lowercase wire name. FxHash: the keys come from trusted sources
+/// (containers, files, authenticated peers); queries only look up.
+pub type NameMap = HashMap<Arc<[u8]>, NameEntry, FxBuildHasher>;
+
+/// The name map is split into this many shards, each behind its own `Arc`: a publication
+/// copies only the shards its changes touched, the others are shared with the previous
+/// snapshot.
+pub const SHARDS: usize = 256;
+
+/// The shard of a key: hash bits that hashbrown does not use inside a shard (it takes the
+/// low bits for the bucket and the top seven as the tag), so every shard stays well spread.
+#[inline]
+pub fn shard_of(key: &[u8]) -> usize {
+    ((FxBuildHasher.hash_one(key) >> 32) as usize) % SHARDS
+}
+
 /// One consistent version of every record, published by the store after each batch of
 /// changes. Readers hold it through an `Arc` for as long as they answer from it.
 pub struct Snapshot {
@@ -32,11 +51,11 @@ pub struct Snapshot {
     pub zone: Arc<ZoneInfo>,
     /// When this snapshot was published.
     pub published: SystemTime,
-    /// Every name with records, by lowercase wire-format name.
-    pub(super) names: HashMap<Arc<[u8]>, Arc<NameEntry>>,
+    /// Every name with records, by lowercase wire-format name, in `SHARDS` shards.
+    pub(super) names: Vec<Arc<NameMap>>,
     /// Names inside the zone that have no records but have descendants that do (RFC 8020
     /// says those are not NXDOMAIN).
-    pub(super) empty_non_terminals: HashSet<Arc<[u8]>>,
+    pub(super) empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
     /// Every owner's records as asserted, for listings (web, cluster).
     pub owners: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
 }
@@ -45,7 +64,7 @@ impl Snapshot {
     /// The records of a name, by its lowercase wire form.
     #[inline]
     pub fn lookup(&self, lower_wire: &[u8]) -> Option<&NameEntry> {
-        self.names.get(lower_wire).map(|e| &**e)
+        self.names[shard_of(lower_wire)].get(lower_wire)
     }
 
     #[inline]
@@ -55,11 +74,13 @@ impl Snapshot {
 
     /// Every name and its entry, in no order (wildcard queries scan these).
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &NameEntry)> {
-        self.names.iter().map(|(k, v)| (&**k, &**v))
+        self.names
+            .iter()
+            .flat_map(|shard| shard.iter().map(|(k, v)| (&**k, v)))
     }
 
     pub fn name_count(&self) -> usize {
-        self.names.len()
+        self.names.iter().map(|s| s.len()).sum()
     }
 
     /// Every asserted record with its owner, in no order.

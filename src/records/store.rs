@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::{smallvec, SmallVec};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{Snapshot, ZoneInfo};
+use super::snapshot::{shard_of, NameMap, Snapshot, ZoneInfo, SHARDS};
 use super::wire::{self, NameEntry};
 use super::{Name, OwnerKey, RData, RType, Record, SourceKind};
 
@@ -60,12 +62,20 @@ pub struct ZoneConfig {
     pub prefer_local: bool,
 }
 
-/// One record's contribution to a name: who asserted it, with which TTL.
-#[derive(Clone, Debug)]
+/// One record's contribution to a name: the owner's id and the record's index in the
+/// owner's list; with `DERIVED` set, the PTR derived from that record's address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Contribution {
-    owner: OwnerKey,
-    ttl: Option<u32>,
-    data: RData,
+    owner: u32,
+    index: u32,
+}
+
+const DERIVED: u32 = 1 << 31;
+
+/// An owner and its records, as asserted.
+struct OwnerSlot {
+    key: OwnerKey,
+    records: Arc<[Record]>,
 }
 
 /// The mutable state behind the snapshots.
@@ -73,16 +83,28 @@ pub struct Store {
     zone: Arc<ZoneInfo>,
     /// See `ZoneConfig::prefer_local`.
     prefer_local: bool,
-    /// Records as each owner asserted them (without derived PTRs).
-    owners: HashMap<OwnerKey, Arc<[Record]>>,
-    /// Every contribution to each name, derived PTRs included.
-    by_name: HashMap<Name, Vec<Contribution>>,
-    /// The wire-format entry of each name in `by_name`.
-    entries: HashMap<Arc<[u8]>, Arc<NameEntry>>,
+    /// Owner ids, so that contributions are eight bytes.
+    owner_ids: FxHashMap<OwnerKey, u32>,
+    /// Owners by id (`None`: a free id, listed in `free_ids`).
+    owners: Vec<Option<OwnerSlot>>,
+    free_ids: Vec<u32>,
+    /// Every contribution to each name (lowercase wire form), derived PTRs included. The
+    /// key is the same allocation as in the shards.
+    by_name: FxHashMap<Arc<[u8]>, SmallVec<[Contribution; 1]>>,
+    /// The wire-format entries, shared with published snapshots shard by shard: a shard is
+    /// copied on its first change after a publication (`Arc::make_mut`).
+    shards: Vec<Arc<NameMap>>,
     /// For each name inside the zone that is an ancestor of a name with records: how many
     /// such names it has below it.
-    ancestors: HashMap<Arc<[u8]>, u32>,
-    /// SOA record (owner `0xC00C`) appended to the apex entry.
+    ancestors: FxHashMap<Arc<[u8]>, u32>,
+    /// The published set of `ancestors`' keys, rebuilt only when that set changes.
+    empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
+    ancestors_changed: bool,
+    /// The published owner listing, rebuilt only when an owner changed.
+    listing: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+    listing_changed: bool,
+    /// The apex's NS and SOA records (owner `0xC00C`), added to its entry.
+    apex_ns: Vec<u8>,
     apex_soa: Vec<u8>,
     generation: u64,
 }
@@ -103,6 +125,10 @@ impl Store {
         wire::write_rr(&mut apex_soa, RType::SOA, cfg.default_ttl, |out| {
             out.extend_from_slice(&soa_rdata)
         });
+        let mut apex_ns = Vec::new();
+        wire::write_rr(&mut apex_ns, RType::NS, cfg.default_ttl, |out| {
+            ns.write_wire(out)
+        });
         let zone = Arc::new(ZoneInfo {
             apex_wire: cfg.apex.to_wire().into_boxed_slice(),
             apex: cfg.apex.clone(),
@@ -114,10 +140,17 @@ impl Store {
         let mut store = Store {
             zone,
             prefer_local: cfg.prefer_local,
-            owners: HashMap::new(),
-            by_name: HashMap::new(),
-            entries: HashMap::new(),
-            ancestors: HashMap::new(),
+            owner_ids: FxHashMap::default(),
+            owners: Vec::new(),
+            free_ids: Vec::new(),
+            by_name: FxHashMap::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(NameMap::default())).collect(),
+            ancestors: FxHashMap::default(),
+            empty_non_terminals: Arc::default(),
+            ancestors_changed: false,
+            listing: Arc::default(),
+            listing_changed: false,
+            apex_ns,
             apex_soa,
             generation: 0,
         };
@@ -129,7 +162,8 @@ impl Store {
             .collect();
         let owner = OwnerKey::new(&cfg.node, SourceKind::Zone, "zone");
         store.replace(owner, zone_records);
-        store.rebuild(&cfg.apex);
+        let apex: Arc<[u8]> = store.zone.apex_wire.to_vec().into();
+        store.rebuild(&apex);
         store
     }
 
@@ -143,7 +177,7 @@ impl Store {
             Change::Replace { owner, records } => self.replace(owner, records),
             Change::Retain { node, source, keep } => {
                 let gone: Vec<OwnerKey> = self
-                    .owners
+                    .owner_ids
                     .keys()
                     .filter(|k| k.node == node && k.source == source && !keep.contains(&k.owner))
                     .cloned()
@@ -154,7 +188,7 @@ impl Store {
             }
             Change::WithdrawNode { node } => {
                 let gone: Vec<OwnerKey> = self
-                    .owners
+                    .owner_ids
                     .keys()
                     .filter(|k| k.node == node && k.source != SourceKind::Zone)
                     .cloned()
@@ -169,127 +203,220 @@ impl Store {
     }
 
     fn replace(&mut self, owner: OwnerKey, records: Vec<Record>) {
-        let mut touched: HashSet<Name> = HashSet::new();
-        if let Some(old) = self.owners.remove(&owner) {
-            for (name, _, _) in expand(&old) {
-                if let Some(contribs) = self.by_name.get_mut(&name) {
-                    contribs.retain(|c| c.owner != owner);
-                }
-                touched.insert(name);
+        let id = match self.owner_ids.get(&owner) {
+            Some(&id) => id,
+            None if records.is_empty() => return,
+            None => {
+                let id = self.free_ids.pop().unwrap_or_else(|| {
+                    self.owners.push(None);
+                    (self.owners.len() - 1) as u32
+                });
+                self.owner_ids.insert(owner.clone(), id);
+                id
             }
+        };
+        let mut touched = Touched::default();
+        if let Some(old) = self.owners[id as usize].take() {
+            contributions(id, &old.records, |key, c| self.unlink(key, c, &mut touched));
         }
-        if !records.is_empty() {
-            for (name, ttl, data) in expand(&records) {
-                self.by_name
-                    .entry(name.clone())
-                    .or_default()
-                    .push(Contribution {
-                        owner: owner.clone(),
-                        ttl,
-                        data,
-                    });
-                touched.insert(name);
-            }
-            self.owners.insert(owner, records.into());
+        if records.is_empty() {
+            self.owner_ids.remove(&owner);
+            self.free_ids.push(id);
+        } else {
+            contributions(id, &records, |key, c| self.link(key, c, &mut touched));
+            self.owners[id as usize] = Some(OwnerSlot {
+                key: owner,
+                records: records.into(),
+            });
         }
-        for name in touched {
-            self.rebuild(&name);
+        self.listing_changed = true;
+        for key in touched.keys {
+            self.rebuild(&key);
         }
+    }
+
+    fn link(&mut self, key: &[u8], c: Contribution, touched: &mut Touched) {
+        if let Some(contribs) = self.by_name.get_mut(key) {
+            contribs.push(c);
+            let (k, _) = self.by_name.get_key_value(key).expect("just found");
+            touched.add(k);
+        } else {
+            let k: Arc<[u8]> = key.into();
+            touched.add(&k);
+            self.by_name.insert(k, smallvec![c]);
+        }
+    }
+
+    fn unlink(&mut self, key: &[u8], c: Contribution, touched: &mut Touched) {
+        if let Some(contribs) = self.by_name.get_mut(key) {
+            contribs.retain(|x| *x != c);
+            let (k, _) = self.by_name.get_key_value(key).expect("just found");
+            touched.add(k);
+        }
+    }
+
+    /// The data and TTL of one contribution.
+    fn resolve(&self, c: Contribution) -> Option<(RData, u32)> {
+        let slot = self.owners.get(c.owner as usize)?.as_ref()?;
+        let record = slot.records.get((c.index & !DERIVED) as usize)?;
+        let ttl = record.ttl.unwrap_or(self.zone.default_ttl);
+        if c.index & DERIVED != 0 {
+            Some((RData::Ptr(record.name.clone()), ttl))
+        } else {
+            Some((record.data.clone(), ttl))
+        }
+    }
+
+    fn is_local(&self, c: Contribution) -> bool {
+        self.owners
+            .get(c.owner as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|slot| slot.key.node == self.zone.node)
+    }
+
+    #[inline]
+    fn shard_mut(&mut self, key: &[u8]) -> &mut NameMap {
+        Arc::make_mut(&mut self.shards[shard_of(key)])
     }
 
     /// Recomputes one name's wire entry (and the zone's empty non-terminals) from its
     /// contributions.
-    fn rebuild(&mut self, name: &Name) {
-        let key: Arc<[u8]> = name.to_wire().into();
-        let contribs = self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        let is_apex = *name == self.zone.apex;
-        if contribs.is_empty() && !is_apex {
-            self.by_name.remove(name);
-            if self.entries.remove(&key).is_some() {
-                self.count_ancestors(name, false);
+    fn rebuild(&mut self, key: &Arc<[u8]>) {
+        let is_apex = **key == *self.zone.apex_wire;
+        let data: Vec<(RData, u32)> = match self.by_name.get(&key[..]) {
+            Some(contribs) if self.prefer_local => {
+                // Stable: this node's records first, each group in its own order.
+                let mut v: Vec<(bool, (RData, u32))> = contribs
+                    .iter()
+                    .filter_map(|c| Some((!self.is_local(*c), self.resolve(*c)?)))
+                    .collect();
+                v.sort_by_key(|x| x.0);
+                v.into_iter().map(|x| x.1).collect()
+            }
+            Some(contribs) => contribs.iter().filter_map(|c| self.resolve(*c)).collect(),
+            None => Vec::new(),
+        };
+        if data.is_empty() && !is_apex {
+            self.by_name.remove(&key[..]);
+            if self.shard_mut(key).remove(&key[..]).is_some() {
+                self.count_ancestors(key, false);
             }
             return;
         }
-        let default_ttl = self.zone.default_ttl;
-        let mut data: Vec<(bool, RData, u32)> = contribs
-            .iter()
-            .map(|c| {
-                let local = c.owner.node == self.zone.node;
-                (local, c.data.clone(), c.ttl.unwrap_or(default_ttl))
-            })
-            .collect();
-        if self.prefer_local {
-            // Stable: local records first, each group in its own order.
-            data.sort_by_key(|d| !d.0);
-        }
-        let data: Vec<(RData, u32)> = data.into_iter().map(|(_, d, t)| (d, t)).collect();
+        let mut entry = NameEntry::build(data);
         if is_apex {
-            let ns = self.zone.apex.child("ns").unwrap_or_else(|_| name.clone());
             // NS and SOA are not types sources assert; the zone's own are written here.
-            let mut entry_wire = Vec::new();
-            wire::write_rr(&mut entry_wire, RType::NS, default_ttl, |out| {
-                ns.write_wire(out)
-            });
-            let entry = NameEntry::build(data)
-                .with_rrset(RType::NS, 1, &entry_wire)
-                .with_rrset(RType::SOA, 1, &self.apex_soa);
-            self.entries.insert(key, Arc::new(entry));
-            return;
+            entry = entry.with_rrset(RType::NS, 1, &self.apex_ns).with_rrset(
+                RType::SOA,
+                1,
+                &self.apex_soa,
+            );
         }
-        let entry = Arc::new(NameEntry::build(data));
-        if self.entries.insert(key, entry).is_none() {
-            self.count_ancestors(name, true);
+        if self.shard_mut(key).insert(key.clone(), entry).is_none() && !is_apex {
+            self.count_ancestors(key, true);
         }
     }
 
-    /// Adds or removes `name` from the count of each of its ancestors inside the zone.
-    fn count_ancestors(&mut self, name: &Name, add: bool) {
-        if !name.is_within(&self.zone.apex) {
+    /// Adds or removes the name `key` from the count of each of its ancestors strictly
+    /// between it and the zone apex.
+    fn count_ancestors(&mut self, key: &[u8], add: bool) {
+        let Some(apex_at) = wire::zone_offset(key, &self.zone.apex_wire) else {
             return;
-        }
-        let mut cur = name.parent();
-        while let Some(anc) = cur {
-            if anc == self.zone.apex || !anc.is_within(&self.zone.apex) {
-                break;
-            }
-            let key: Arc<[u8]> = anc.to_wire().into();
+        };
+        let mut at = 1 + key[0] as usize;
+        while at < apex_at {
+            let anc = &key[at..];
             if add {
-                *self.ancestors.entry(key).or_insert(0) += 1;
-            } else if let Some(n) = self.ancestors.get_mut(&key) {
+                if let Some(n) = self.ancestors.get_mut(anc) {
+                    *n += 1;
+                } else {
+                    self.ancestors.insert(anc.into(), 1);
+                    self.ancestors_changed = true;
+                }
+            } else if let Some(n) = self.ancestors.get_mut(anc) {
                 *n -= 1;
                 if *n == 0 {
-                    self.ancestors.remove(&key);
+                    self.ancestors.remove(anc);
+                    self.ancestors_changed = true;
                 }
             }
-            cur = anc.parent();
+            at += 1 + key[at] as usize;
         }
     }
 
-    /// A new immutable snapshot of the current state.
+    /// A new immutable snapshot of the current state. Shares every unchanged shard (and
+    /// the listing and empty non-terminals, when unchanged) with the previous one.
     pub fn snapshot(&mut self) -> Snapshot {
         self.generation += 1;
+        if self.ancestors_changed {
+            self.empty_non_terminals = Arc::new(self.ancestors.keys().cloned().collect());
+            self.ancestors_changed = false;
+        }
+        if self.listing_changed {
+            self.listing = Arc::new(
+                self.owners
+                    .iter()
+                    .flatten()
+                    .map(|o| (o.key.clone(), o.records.clone()))
+                    .collect(),
+            );
+            self.listing_changed = false;
+        }
         Snapshot {
             generation: self.generation,
             zone: self.zone.clone(),
             published: SystemTime::now(),
-            names: self.entries.clone(),
-            empty_non_terminals: self.ancestors.keys().cloned().collect(),
-            owners: Arc::new(self.owners.clone()),
+            names: self.shards.clone(),
+            empty_non_terminals: self.empty_non_terminals.clone(),
+            owners: self.listing.clone(),
         }
     }
 }
 
-/// Each record as (name, ttl, data), followed by the PTR derived from each address record.
-fn expand(records: &[Record]) -> impl Iterator<Item = (Name, Option<u32>, RData)> + '_ {
-    records.iter().flat_map(|r| {
-        let derived = match r.data {
-            RData::A(ip) => Some(IpAddr::V4(ip)),
-            RData::Aaaa(ip) => Some(IpAddr::V6(ip)),
-            _ => None,
+/// Names touched by a change, each once, in the order first touched.
+#[derive(Default)]
+struct Touched {
+    seen: FxHashSet<usize>,
+    keys: Vec<Arc<[u8]>>,
+}
+
+impl Touched {
+    fn add(&mut self, key: &Arc<[u8]>) {
+        if self.seen.insert(Arc::as_ptr(key) as *const u8 as usize) {
+            self.keys.push(key.clone());
         }
-        .map(|ip| (Name::reverse(ip), r.ttl, RData::Ptr(r.name.clone())));
-        std::iter::once((r.name.clone(), r.ttl, r.data.clone())).chain(derived)
-    })
+    }
+}
+
+/// Calls `f` with the lowercase wire name and the contribution of each of `records`
+/// (owner `id`), and of the PTR derived from each address record.
+fn contributions(id: u32, records: &[Record], mut f: impl FnMut(&[u8], Contribution)) {
+    let mut key = Vec::with_capacity(64);
+    for (i, r) in records.iter().enumerate() {
+        let index = i as u32;
+        key.clear();
+        r.name.write_wire(&mut key);
+        f(&key, Contribution { owner: id, index });
+        if let Some(ip) = address_of(&r.data) {
+            key.clear();
+            wire::write_reverse_name(ip, &mut key);
+            f(
+                &key,
+                Contribution {
+                    owner: id,
+                    index: index | DERIVED,
+                },
+            );
+        }
+    }
+}
+
+fn address_of(data: &RData) -> Option<IpAddr> {
+    match data {
+        RData::A(ip) => Some(IpAddr::V4(*ip)),
+        RData::Aaaa(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
 }
 
 /// The readers' side: the latest snapshot, loaded without a lock.
@@ -405,6 +532,7 @@ impl StoreTask {
             if n == 0 {
                 return;
             }
+            let started = std::time::Instant::now();
             let mut barriers = Vec::new();
             for change in batch.drain(..) {
                 if let Some(b) = self.store.apply(change) {
@@ -415,6 +543,12 @@ impl StoreTask {
             let generation = snap.generation;
             self.current.store(snap);
             self.generation.send_replace(generation);
+            tracing::debug!(
+                changes = n,
+                generation,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "published a snapshot"
+            );
             for b in barriers {
                 let _ = b.send(generation);
             }
@@ -525,16 +659,12 @@ mod tests {
                 records: vec![a("web.docker", "10.0.0.1")],
             });
             let snap = s.snapshot();
-            let set = snap
-                .lookup(&n("web.docker").to_wire())
-                .unwrap()
-                .rrset(RType::A)
-                .unwrap();
+            let entry = snap.lookup(&n("web.docker").to_wire()).unwrap();
+            let set = entry.rrset(RType::A).unwrap();
             assert_eq!(set.count, 2);
-            // The last 4 bytes of the first record's RDATA are its address.
-            let first = &set.wire[12..16];
+            // Owner pointer, type, class, TTL, RDLENGTH: 12 bytes; then the address.
             let want: [u8; 4] = if prefer { [10, 0, 0, 1] } else { [10, 0, 0, 2] };
-            assert_eq!(first, want, "prefer_local={prefer}");
+            assert_eq!(&set.wire[12..16], want, "prefer_local={prefer}");
         }
     }
 

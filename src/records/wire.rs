@@ -9,6 +9,9 @@
 //!
 //! Names inside RDATA are written uncompressed and lowercase.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use super::{Name, RData, RType};
 
 /// The compression pointer to the question name (offset 12).
@@ -16,10 +19,11 @@ pub const QNAME_POINTER: [u8; 2] = [0xC0, 0x0C];
 const CLASS_IN: [u8; 2] = [0, 1];
 const RRSET_HEADER: usize = 8;
 
-/// A name's records in wire format, grouped into RRsets by type.
-#[derive(Debug, PartialEq, Eq)]
+/// A name's records in wire format, grouped into RRsets by type. One shared allocation;
+/// cloning is a reference-count increment.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameEntry {
-    blob: Box<[u8]>,
+    blob: Arc<[u8]>,
 }
 
 /// One RRset of a `NameEntry`.
@@ -64,21 +68,17 @@ impl NameEntry {
             blob[header_at + 4..header_at + 8].copy_from_slice(&len.to_be_bytes());
             i = j;
         }
-        NameEntry {
-            blob: blob.into_boxed_slice(),
-        }
+        NameEntry { blob: blob.into() }
     }
 
     /// Adds an RRset built elsewhere (the apex SOA): `wire` holds `count` records.
     pub fn with_rrset(self, rtype: RType, count: u16, wire: &[u8]) -> NameEntry {
-        let mut blob = self.blob.into_vec();
+        let mut blob = self.blob.to_vec();
         blob.extend_from_slice(&rtype.0.to_be_bytes());
         blob.extend_from_slice(&count.to_be_bytes());
         blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
         blob.extend_from_slice(wire);
-        NameEntry {
-            blob: blob.into_boxed_slice(),
-        }
+        NameEntry { blob: blob.into() }
     }
 
     pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
@@ -109,6 +109,60 @@ impl NameEntry {
     /// Bytes held, for memory accounting.
     pub fn heap_size(&self) -> usize {
         self.blob.len()
+    }
+}
+
+/// Writes the reverse-lookup name of `ip` in lowercase wire format (the wire form of
+/// `Name::reverse(ip)`, without building the string).
+pub fn write_reverse_name(ip: IpAddr, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ip {
+        IpAddr::V4(v4) => {
+            for octet in v4.octets().iter().rev() {
+                let mut digits = [0u8; 3];
+                let mut n = *octet;
+                let mut len = 0;
+                loop {
+                    digits[len] = b'0' + n % 10;
+                    len += 1;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                out.push(len as u8);
+                out.extend(digits[..len].iter().rev());
+            }
+            out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+        }
+        IpAddr::V6(v6) => {
+            for byte in v6.octets().iter().rev() {
+                out.extend_from_slice(&[
+                    1,
+                    HEX[(byte & 0x0f) as usize],
+                    1,
+                    HEX[(byte >> 4) as usize],
+                ]);
+            }
+            out.extend_from_slice(b"\x03ip6\x04arpa\x00");
+        }
+    }
+}
+
+/// Where the zone `apex` (lowercase wire) starts inside the lowercase wire `name`, if
+/// `name` is the apex or below it.
+#[inline]
+pub fn zone_offset(name: &[u8], apex: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        if name.len() - at == apex.len() {
+            return (name[at..] == *apex).then_some(at);
+        }
+        let len = *name.get(at)? as usize;
+        if len == 0 || name.len() - at < apex.len() {
+            return None;
+        }
+        at += 1 + len;
     }
 }
 
@@ -219,6 +273,16 @@ mod tests {
             assert_eq!(end - rdata, 4);
         }
         assert!(entry.rrset(RType::AAAA).is_none());
+    }
+
+    #[test]
+    fn reverse_wire_names_match_the_string_form() {
+        for ip in ["10.1.2.3", "0.0.0.0", "255.100.9.1", "2001:db8::1", "::"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_reverse_name(ip, &mut out);
+            assert_eq!(out, Name::reverse(ip).to_wire(), "{ip}");
+        }
     }
 
     #[test]

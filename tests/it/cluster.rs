@@ -129,6 +129,35 @@ impl Node {
             .collect()
     }
 
+    /// `/dns/cluster` of the web API inside the namespace: each member's name and state.
+    fn members(&self) -> Vec<(String, String)> {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.ns))
+            .args([
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:5380/dns/cluster",
+            ])
+            .output()
+            .expect("curl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut m: Vec<(String, String)> = v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        m.sort();
+        m
+    }
+
     /// Addresses of `name` in answer order.
     fn a(&self, name: &str) -> Vec<String> {
         self.dig(&format!("{name}.docker"), "A")
@@ -208,6 +237,17 @@ fn cluster_records_cross_hosts_crash_withdraws_restart_restores_leave_withdraws(
     eprintln!("change resolved on h2 and h3 after {t:?}");
     assert!(t < Duration::from_secs(2), "a change took {t:?}");
 
+    let states = |s: &[(&str, &str)]| {
+        s.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    within(
+        Duration::from_secs(5),
+        "/dns/cluster lists everyone alive",
+        || h2.members() == states(&[("h1", "alive"), ("h2", "alive"), ("h3", "alive")]),
+    );
+
     // One name on two hosts answers with both; --prefer-local puts h2's own first on h2.
     h2.write_hosts("shared", "10.2.0.11 shared\n");
     within(Duration::from_secs(5), "shared on h3", || {
@@ -231,6 +271,9 @@ fn cluster_records_cross_hosts_crash_withdraws_restart_restores_leave_withdraws(
     eprintln!("records of the killed node withdrawn after {t:?}");
     assert!(t < Duration::from_secs(10), "withdraw took {t:?}");
     assert_eq!(h2.a("shared"), ["10.2.0.11"], "h2's own record stays");
+    within(Duration::from_secs(2), "/dns/cluster shows h1 dead", || {
+        h3.members().contains(&("h1".into(), "dead".into()))
+    });
 
     // Restart: its records are back within 2 s of it answering again.
     h1.spawn();
@@ -260,6 +303,9 @@ fn cluster_records_cross_hosts_crash_withdraws_restart_restores_leave_withdraws(
     let t = left.elapsed();
     eprintln!("records of the leaving node withdrawn after {t:?}");
     assert!(t < Duration::from_secs(1), "leave withdraw took {t:?}");
+    within(Duration::from_secs(2), "/dns/cluster shows h3 left", || {
+        h1.members() == states(&[("h1", "alive"), ("h2", "alive"), ("h3", "left")])
+    });
 }
 
 #[test]

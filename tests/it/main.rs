@@ -4,5 +4,12 @@
 mod support;
 mod testbed;
 
+mod browser;
+mod cli;
 mod cluster;
 mod dns;
+mod forward;
+mod hosts;
+mod malformed;
+mod web;
+mod webdriver;

@@ -48,6 +48,8 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub struct Joyride {
     pub child: Child,
     pub dns: SocketAddr,
+    /// The web server's address; `None` with `--no-http`.
+    pub http: Option<SocketAddr>,
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
 }
@@ -59,12 +61,28 @@ impl Joyride {
         Self::start_with_env(args, &[])
     }
 
+    /// Unless `args` or `env` place the web server (`--http-listen`, `--no-http`,
+    /// `FLASK_PORT`), it listens on a free loopback port (never the shared default 5380).
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Joyride {
         assert!(
             args.iter()
                 .any(|a| *a == "--no-forward" || *a == "--upstream"),
             "tests must never forward to /etc/resolv.conf's nameserver"
         );
+        let env_var = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        let mut http_args: Vec<String> = Vec::new();
+        let http: Option<SocketAddr> = if args.contains(&"--no-http") {
+            None
+        } else if let Some(i) = args.iter().position(|a| *a == "--http-listen") {
+            args.get(i + 1).and_then(|a| a.parse().ok())
+        } else if let Some(port) = env_var("FLASK_PORT") {
+            let host = env_var("FLASK_HOST").unwrap_or("127.0.0.1");
+            format!("{host}:{port}").parse().ok()
+        } else {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            http_args = vec!["--http-listen".into(), addr.to_string()];
+            Some(addr)
+        };
         let port = free_port();
         let dns: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -77,6 +95,7 @@ impl Joyride {
         if !args.contains(&"--node-name") {
             cmd.args(["--node-name", "testnode"]);
         }
+        cmd.args(&http_args);
         cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -89,6 +108,7 @@ impl Joyride {
         let mut j = Joyride {
             child,
             dns,
+            http,
             log,
             dir,
         };
@@ -105,6 +125,23 @@ impl Joyride {
         });
         assert!(ready, "joyride did not answer: {}", j.log_text());
         j
+    }
+
+    /// The web server's address (panics with `--no-http`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.expect("this joyride runs without its web server")
+    }
+
+    /// `GET target` (path and query, sent as given) from the web server.
+    pub fn get(&self, target: &str) -> HttpResponse {
+        http_get(self.http_addr(), target)
+    }
+
+    /// `GET target` expecting 200 and a JSON body.
+    pub fn get_json(&self, target: &str) -> serde_json::Value {
+        let r = self.get(target);
+        assert_eq!(r.status, 200, "GET {target}: {}", r.body);
+        r.json()
     }
 
     pub fn log_text(&self) -> String {
@@ -280,4 +317,138 @@ impl Drop for Dnsmasq {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP response as the tests look at it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// `GET target` over a fresh connection (`Connection: close`). The target is sent byte for
+/// byte, so tests can send what a careful client would not.
+pub fn http_get(addr: SocketAddr, target: &str) -> HttpResponse {
+    http_request(addr, "GET", target, None)
+}
+
+/// One HTTP/1.1 request with an optional JSON body; reads the response to the end.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("http connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n"
+    );
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    stream.write_all(req.as_bytes()).expect("http send");
+    // Read until the body is complete (by Content-Length, or the end of the chunks), or the
+    // server closes: some servers (chromedriver) keep the connection open regardless.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf).expect("http read");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if response_complete(&raw) {
+            break;
+        }
+    }
+    parse_http_response(&raw)
+}
+
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n")
+}
+
+pub fn parse_http_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..eol]).to_string();
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        data = &data[eol + 2..];
+        if size == 0 || data.len() < size {
+            out.extend_from_slice(&data[..size.min(data.len())]);
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
 }
