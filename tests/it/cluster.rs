@@ -50,11 +50,12 @@ impl Node {
             name.into(),
             "--hosts-dir".into(),
             hosts.display().to_string(),
-            "--gossip-listen".into(),
-            format!("{}:7946", host.ip),
             "--log-level".into(),
             "info,joyride::cluster=debug".into(),
         ];
+        if !extra.contains(&"--gossip-listen") {
+            args.extend(["--gossip-listen".into(), format!("{}:7946", host.ip)]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let env = key
             .map(|k| vec![("JOYRIDE_CLUSTER_KEY".to_string(), k.to_string())])
@@ -432,9 +433,12 @@ fn cluster_multicast_discovery_finds_peers_without_seeds() {
     let bed = Testbed::new(3);
     let group = "239.1.1.1:4790";
     let args = ["--discovery", "multicast", "--discovery-group", group];
+    // h2 and h3 listen on the wildcard: they advertise the address of the interface that
+    // leads to the group.
+    let wild = [&args[..], &["--gossip-listen", "0.0.0.0:7946"]].concat();
     let h1 = Node::start(&bed.hosts[0], "h1", &args, Some(KEY));
-    let h2 = Node::start(&bed.hosts[1], "h2", &args, Some(KEY));
-    let h3 = Node::start(&bed.hosts[2], "h3", &args, Some(KEY));
+    let h2 = Node::start(&bed.hosts[1], "h2", &wild, Some(KEY));
+    let h3 = Node::start(&bed.hosts[2], "h3", &wild, Some(KEY));
     h1.write_hosts("a", "10.1.0.1 one\n");
     h3.write_hosts("a", "10.3.0.1 three\n");
     let t = within(Duration::from_secs(10), "found by multicast", || {
@@ -444,6 +448,11 @@ fn cluster_multicast_discovery_finds_peers_without_seeds() {
             && h2.a("three").len() == 1
     });
     eprintln!("multicast discovery converged after {t:?}");
+    assert!(
+        h2.log_text().contains("advertise=10.210.0.2:7946"),
+        "{}",
+        h2.log_text()
+    );
 }
 
 #[test]
