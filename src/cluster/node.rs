@@ -42,6 +42,10 @@ pub struct NodeSettings {
     pub fanout: usize,
     /// How often seeds are announced to while this node knows no live member.
     pub rejoin_interval: Duration,
+    /// A set held for a node that has not been alive for this long is dropped (the failure
+    /// detector forgets dead members after the same time), so the dead are not relayed
+    /// forever.
+    pub forget_after: Duration,
 }
 
 impl NodeSettings {
@@ -55,6 +59,7 @@ impl NodeSettings {
             sync_interval: Duration::from_millis(250),
             fanout: 3,
             rejoin_interval: Duration::from_secs(1),
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct Counters {
 /// Foca keeps at most this many bytes for its own payload, leaving room for our envelope
 /// (cluster id and node name, 63 bytes each at most) and the seal.
 const SWIM_BUDGET: usize = MAX_DATAGRAM - SEAL_OVERHEAD - 160;
+/// How often held sets are checked for pruning.
+const PRUNE_CHECK: Duration = Duration::from_secs(10);
+
 /// How often seeds are announced to while the node has live members (a seed that restarted
 /// alone, or a second cluster to merge with).
 const PERIODIC_REJOIN: Duration = Duration::from_secs(30);
@@ -113,6 +121,9 @@ pub struct ClusterNode {
     /// Origins of sets we hold but whose node foca did not know, and when we last
     /// introduced ourselves to them.
     introduced: HashMap<String, Instant>,
+    /// Since when each held peer set has had no live member behind it.
+    inactive_since: HashMap<String, Instant>,
+    next_prune: Instant,
     /// Set by `leave`: foca then calls itself dead, which is expected.
     leaving: bool,
 }
@@ -143,6 +154,8 @@ impl ClusterNode {
         ClusterNode {
             repl,
             introduced: HashMap::new(),
+            inactive_since: HashMap::new(),
+            next_prune: now + PRUNE_CHECK,
             id,
             keyring,
             swim,
@@ -205,6 +218,11 @@ impl ClusterNode {
         self.seal(Body::Announce {
             id: self.id.clone(),
         })
+    }
+
+    /// Records held for a peer (in the store or not), `None` when nothing is held.
+    pub fn held_records(&self, node: &str) -> Option<usize> {
+        self.repl.peer_record_count(node)
     }
 
     /// Number of live members besides this node.
@@ -355,6 +373,10 @@ impl ClusterNode {
                 );
             }
         }
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_CHECK;
+            self.prune(now);
+        }
         if now >= self.next_rejoin {
             // Foca announces to dead members only while it has live ones, and a healed
             // partition can leave every side idle: so we announce ourselves too, to a few
@@ -383,6 +405,26 @@ impl ClusterNode {
                 for t in targets {
                     self.push(t, a.clone());
                 }
+            }
+        }
+    }
+
+    /// Drops the sets of nodes that have not been alive for `forget_after`.
+    fn prune(&mut self, now: Instant) {
+        let held = self.repl.held_peers();
+        self.inactive_since
+            .retain(|n, _| held.iter().any(|(h, active)| h == n && !active));
+        for (name, active) in held {
+            if active {
+                continue;
+            }
+            let since = *self.inactive_since.entry(name.clone()).or_insert(now);
+            if now.duration_since(since) >= self.settings.forget_after {
+                debug!(peer = %name, "forgetting the records of a node long gone");
+                self.inactive_since.remove(&name);
+                self.introduced.remove(&name);
+                let c = self.repl.forget(&name);
+                self.changes.extend(c);
             }
         }
     }
@@ -568,7 +610,7 @@ fn swim_config(s: &NodeSettings) -> foca::Config {
         frequency: Duration::from_secs(1),
         num_members: NonZeroUsize::new(2).expect("non-zero"),
     });
-    c.remove_down_after = Some(Duration::from_secs(3600));
+    c.remove_down_after = Some(s.forget_after);
     // Ask a random member for its member list every few seconds, so a member that missed
     // an update (loss, a burst of joins) still learns everyone soon.
     c.periodic_announce = Some(foca::PeriodicParams {

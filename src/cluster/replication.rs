@@ -396,6 +396,14 @@ impl Replication {
         }
     }
 
+    /// Peers whose sets are held, and whether the failure detector says each is alive.
+    pub fn held_peers(&self) -> Vec<(String, bool)> {
+        self.peers
+            .keys()
+            .map(|n| (n.clone(), self.active.get(n).copied().unwrap_or(false)))
+            .collect()
+    }
+
     /// Forgets what is held of a peer (its process restarted: its old set is void). Returns
     /// the changes withdrawing it, if it was in the store.
     pub fn forget(&mut self, node: &str) -> Vec<Change> {

@@ -417,6 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_nodes_set_is_forgotten_in_time() {
+        let mut net = SimNet::new();
+        for (i, n) in ["h1", "h2", "h3"].iter().enumerate() {
+            net.add(n, ring(), |s| s.forget_after = Duration::from_secs(60));
+            net.set_local(i, sample_set(n, 5, i as u8));
+        }
+        net.join_all();
+        net.run_until(Duration::from_secs(5), |n| {
+            n.stores.iter().all(|s| s.total() == 10)
+        })
+        .expect("converged");
+        net.crash(0);
+        net.run_until(Duration::from_secs(15), |n| n.stores[1].count_of("h1") == 0)
+            .expect("withdrawn");
+        assert!(net.nodes[1]
+            .members()
+            .iter()
+            .any(|m| m.name == "h1" && m.records == 5));
+        net.run_for(Duration::from_secs(80));
+        for i in [1, 2] {
+            let m = net.nodes[i].members();
+            assert!(m.iter().all(|m| m.name != "h1" || m.records == 0), "{m:?}");
+        }
+    }
+
+    #[test]
     fn wrong_key_neither_joins_nor_injects() {
         let mut net = three();
         let bad = Keyring::new(&[ClusterKey::generate()], "sim");
