@@ -21,6 +21,7 @@ fn main() {
         negative_ttl: 5,
         node: "n".into(),
         ns_addresses: vec![],
+        prefer_local: false,
     });
     let t = Instant::now();
     s.apply(Change::Replace {

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cluster::service::{self as cluster, ClusterError, ClusterService};
 use crate::config::Config;
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{BindError, BoundListeners, DnsServer, ServerConfig};
@@ -37,6 +38,8 @@ pub enum StartError {
     Upstream(std::io::Error),
     #[error(transparent)]
     Http(#[from] crate::web::HttpBindError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// What the running components share with readers such as the web UI.
@@ -59,6 +62,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let dns_addrs = listeners.local_addrs();
     let http_listener = match config.http_listen {
         Some(addr) => Some(crate::web::bind(addr).map_err(StartError::from)?),
+        None => None,
+    };
+    let cluster_bound = match &config.cluster {
+        Some(c) => Some(cluster::bind(c).await.map_err(StartError::from)?),
         None => None,
     };
     let config = Arc::new(config);
@@ -87,6 +94,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         negative_ttl: config.negative_ttl,
         node: Arc::from(config.node_name.as_str()),
         ns_addresses: ns_addresses(&dns_addrs),
+        prefer_local: config.prefer_local,
     });
     let store_cancel = CancellationToken::new();
     let store_join = tokio::spawn(store_task.run(store_cancel.clone()));
@@ -147,6 +155,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 source.run(cancel).await.map_err(Into::into),
             )
         });
+    }
+    if let (Some(cc), Some(bound)) = (&config.cluster, cluster_bound) {
+        let tx = status.register("cluster", ComponentStatus::default());
+        let (members_tx, members_rx) = tokio::sync::watch::channel(Vec::new());
+        status.set_members(members_rx);
+        // `--join-srv` asks the upstreams, or without them the system's nameservers.
+        let srv_servers = if config.upstreams.is_empty() {
+            std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| crate::config::resolv_conf_nameservers(&t))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 53))
+                .collect()
+        } else {
+            config.upstreams.clone()
+        };
+        let service = ClusterService::new(
+            cc,
+            bound,
+            &config.node_name,
+            reader.clone(),
+            store.clone(),
+            tx,
+            members_tx,
+            srv_servers,
+        );
+        let cancel = sources_cancel.clone();
+        sources.spawn(async move { ("cluster", service.run(cancel).await.map_err(Into::into)) });
     }
     store.flush().await.context("store stopped")?;
 

@@ -8,10 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::records::{Name, RData, Record};
+use crate::cluster::crypto::ClusterKey;
+use crate::records::{Name, RData, Record, SourceKind};
 use crate::sources::docker::naming::Schemes;
 use crate::sources::docker::EngineAddress;
 
@@ -162,6 +163,100 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub name_schemes: Vec<String>,
+
+    /// Answer a name with this node's own addresses first when peers publish it too.
+    #[arg(long, env = "JOYRIDE_PREFER_LOCAL")]
+    pub prefer_local: bool,
+
+    /// Cluster: UDP address for gossip; giving it (or --join, --join-srv, --discovery) turns
+    /// clustering on [default: 0.0.0.0:7946].
+    #[arg(long, env = "JOYRIDE_GOSSIP_LISTEN", value_name = "ADDR:PORT")]
+    pub gossip_listen: Option<String>,
+
+    /// Cluster: the gossip address peers reach this node at [default: the listen address; for
+    /// a wildcard, this host's address towards the first --join peer or the multicast group].
+    #[arg(long, env = "JOYRIDE_GOSSIP_ADVERTISE", value_name = "ADDR:PORT")]
+    pub gossip_advertise: Option<String>,
+
+    /// Cluster: a peer to join; repeatable or a comma list. Names are resolved at start and
+    /// again while no peer answers [default: none].
+    #[arg(
+        long,
+        env = "JOYRIDE_JOIN",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub join: Vec<String>,
+
+    /// Cluster: a DNS SRV name whose targets are peers to join, e.g.
+    /// _joyride._udp.example.com; repeatable [default: none].
+    #[arg(
+        long,
+        env = "JOYRIDE_JOIN_SRV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub join_srv: Vec<String>,
+
+    /// Cluster: find peers by announcing on a LAN multicast group (`multicast`)
+    /// [default: off].
+    #[arg(long, env = "JOYRIDE_DISCOVERY", value_name = "multicast")]
+    pub discovery: Option<String>,
+
+    /// Cluster: the multicast group and port of --discovery multicast
+    /// [default: 239.1.1.1:4790].
+    #[arg(long, env = "JOYRIDE_DISCOVERY_GROUP", value_name = "ADDR:PORT")]
+    pub discovery_group: Option<String>,
+
+    /// Cluster: this cluster's name; nodes of another cluster are ignored [default: joyride].
+    #[arg(long, env = "JOYRIDE_CLUSTER_ID", value_name = "NAME")]
+    pub cluster_id: Option<String>,
+
+    /// Cluster: key that encrypts and authenticates all gossip, 32 bytes in base64 (make one
+    /// with `joyride keygen`); repeatable or a comma list to rotate: all are accepted, the
+    /// first sends. Prefer the env var or --cluster-key-file: flags show in `ps`.
+    #[arg(
+        long,
+        env = "JOYRIDE_CLUSTER_KEY",
+        value_name = "BASE64",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub cluster_key: Vec<String>,
+
+    /// Cluster: file of keys, one per line, the first sends [default: none].
+    #[arg(long, env = "JOYRIDE_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Cluster: allow gossip without a key on a non-loopback address (records travel in
+    /// clear text and anyone on the network can inject records).
+    #[arg(long, env = "JOYRIDE_INSECURE_GOSSIP")]
+    pub insecure_gossip: bool,
+
+    /// Cluster: seconds a member that stops answering stays suspect before it is declared
+    /// dead and its records are withdrawn [default: 4; dead within about 5 to 8 s].
+    #[arg(long, env = "JOYRIDE_FAILURE_TIMEOUT", value_name = "SECONDS")]
+    pub failure_timeout: Option<String>,
+
+    /// Cluster: which local sources this node publishes to its peers, a comma list of
+    /// docker, hosts, static [default: docker,hosts,static].
+    #[arg(
+        long,
+        env = "JOYRIDE_PUBLISH",
+        value_name = "SOURCES",
+        value_delimiter = ','
+    )]
+    pub publish: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than running the daemon.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Print a new random cluster key (base64) for --cluster-key.
+    Keygen,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -201,6 +296,19 @@ pub struct FileConfig {
     pub environment: Option<String>,
     pub network: Option<String>,
     pub name_schemes: Option<Vec<String>>,
+    pub prefer_local: Option<bool>,
+    pub gossip_listen: Option<String>,
+    pub gossip_advertise: Option<String>,
+    pub join: Option<Vec<String>>,
+    pub join_srv: Option<Vec<String>>,
+    pub discovery: Option<String>,
+    pub discovery_group: Option<String>,
+    pub cluster_id: Option<String>,
+    pub cluster_key: Option<Vec<String>>,
+    pub cluster_key_file: Option<PathBuf>,
+    pub insecure_gossip: Option<bool>,
+    pub failure_timeout: Option<f64>,
+    pub publish: Option<Vec<String>>,
     #[serde(default)]
     pub records: Vec<StaticRecord>,
 }
@@ -270,6 +378,10 @@ pub struct Config {
     pub host_ip: Option<IpAddr>,
     /// The Docker source's settings; `None` with `--no-docker`.
     pub docker: Option<DockerConfig>,
+    /// Order this node's own addresses first in answers.
+    pub prefer_local: bool,
+    /// The cluster, when clustering is on.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Settings of the Docker source.
@@ -303,6 +415,261 @@ fn parse_docker_host(key: &str, v: &str) -> Result<String, ConfigError> {
             Err(invalid(key, v, "the socket path must be absolute"))
         }
         Some(_) => Ok(v.to_string()),
+    }
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Seeds as given (`HOST:PORT`), resolved by the cluster at start and while alone.
+    pub join: Vec<String>,
+    /// SRV names whose targets are seeds.
+    pub join_srv: Vec<Name>,
+    /// The multicast group of `--discovery multicast`.
+    pub multicast: Option<std::net::SocketAddrV4>,
+    pub cluster_id: String,
+    /// Accepted keys, the first seals; empty only with `--insecure-gossip` or on loopback.
+    pub keys: Vec<ClusterKey>,
+    pub failure_timeout: Duration,
+    /// Local sources published to peers.
+    pub publish: Vec<SourceKind>,
+}
+
+/// The gossip port of Serf and memberlist, which operators expect.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+/// The group of the earlier Docker Router's discovery.
+pub const DEFAULT_MULTICAST_GROUP: &str = "239.1.1.1:4790";
+
+/// `HOST:PORT` with a name or an IP (IPv6 in brackets).
+fn parse_host_port(key: &str, v: &str) -> Result<String, ConfigError> {
+    let v = v.trim();
+    let bad = || {
+        invalid(
+            key,
+            v,
+            "expected HOST:PORT, e.g. node1.example.com:7946 or 10.0.0.1:7946",
+        )
+    };
+    if v.parse::<SocketAddr>().is_ok() {
+        return Ok(v.to_string());
+    }
+    let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || host.contains(':') || Name::parse(host).is_err() {
+        return Err(bad());
+    }
+    Ok(v.to_string())
+}
+
+fn parse_key(key: &str, v: &str) -> Result<ClusterKey, ConfigError> {
+    ClusterKey::parse(v)
+        .map_err(|e| invalid(key, format!("<{} characters, hidden>", v.trim().len()), e))
+}
+
+impl ClusterConfig {
+    /// The cluster part of `resolve`: `None` when clustering is off.
+    fn resolve(cli: &Cli, file: &FileConfig) -> Result<Option<ClusterConfig>, ConfigError> {
+        let listen_s = cli
+            .gossip_listen
+            .clone()
+            .map(|v| ("--gossip-listen", v))
+            .or(file.gossip_listen.clone().map(|v| ("gossip-listen", v)));
+        let join: Vec<(&str, String)> = if !cli.join.is_empty() {
+            cli.join
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| ("--join", s.clone()))
+                .collect()
+        } else {
+            file.join
+                .iter()
+                .flatten()
+                .map(|s| ("join", s.clone()))
+                .collect()
+        };
+        let join_srv: Vec<(&str, String)> = if !cli.join_srv.is_empty() {
+            cli.join_srv
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| ("--join-srv", s.clone()))
+                .collect()
+        } else {
+            file.join_srv
+                .iter()
+                .flatten()
+                .map(|s| ("join-srv", s.clone()))
+                .collect()
+        };
+        let discovery = cli
+            .discovery
+            .clone()
+            .map(|v| ("--discovery", v))
+            .or(file.discovery.clone().map(|v| ("discovery", v)));
+        if listen_s.is_none() && join.is_empty() && join_srv.is_empty() && discovery.is_none() {
+            return Ok(None);
+        }
+
+        let gossip_listen = match &listen_s {
+            Some((k, v)) => parse_listen(k, v)?,
+            None => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_GOSSIP_PORT),
+        };
+        let gossip_advertise = match (&cli.gossip_advertise, &file.gossip_advertise) {
+            (Some(v), _) => Some(("--gossip-advertise", v)),
+            (None, Some(v)) => Some(("gossip-advertise", v)),
+            _ => None,
+        }
+        .map(|(k, v)| {
+            let a = parse_listen(k, v)?;
+            if a.ip().is_unspecified() || a.port() == 0 {
+                return Err(invalid(
+                    k,
+                    v,
+                    "must be an address and port peers can reach, not a wildcard or port 0",
+                ));
+            }
+            Ok(a)
+        })
+        .transpose()?;
+        let join = join
+            .iter()
+            .map(|(k, v)| parse_host_port(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let join_srv = join_srv
+            .iter()
+            .map(|(k, v)| Name::parse(v).map_err(|e| invalid(k, v, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let multicast = match &discovery {
+            None => None,
+            Some((k, v)) if v.trim().eq_ignore_ascii_case("multicast") => {
+                let (gk, g) = match (&cli.discovery_group, &file.discovery_group) {
+                    (Some(g), _) => ("--discovery-group", g.clone()),
+                    (None, Some(g)) => ("discovery-group", g.clone()),
+                    _ => ("--discovery-group", DEFAULT_MULTICAST_GROUP.to_string()),
+                };
+                let _ = k;
+                match parse_listen(gk, &g)? {
+                    SocketAddr::V4(a) if a.ip().is_multicast() && a.port() != 0 => Some(a),
+                    _ => {
+                        return Err(invalid(gk, &g, "must be an IPv4 multicast group (224.0.0.0/4) and a port, e.g. 239.1.1.1:4790"))
+                    }
+                }
+            }
+            Some((k, v)) => {
+                return Err(invalid(
+                    k,
+                    v,
+                    "the only discovery method is `multicast`; use --join or --join-srv for seeds",
+                ))
+            }
+        };
+
+        let (id_key, cluster_id) = match (&cli.cluster_id, &file.cluster_id) {
+            (Some(v), _) => ("--cluster-id", v.clone()),
+            (None, Some(v)) => ("cluster-id", v.clone()),
+            _ => ("--cluster-id", "joyride".to_string()),
+        };
+        if cluster_id.is_empty()
+            || cluster_id.len() > 63
+            || !cluster_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                id_key,
+                &cluster_id,
+                "must be 1 to 63 letters, digits, '-', '_' or '.'",
+            ));
+        }
+
+        let mut keys: Vec<ClusterKey> = Vec::new();
+        if !cli.cluster_key.is_empty() {
+            for v in cli.cluster_key.iter().filter(|s| !s.trim().is_empty()) {
+                keys.push(parse_key("--cluster-key", v)?);
+            }
+        } else if let Some(list) = &file.cluster_key {
+            for v in list {
+                keys.push(parse_key("cluster-key", v)?);
+            }
+        }
+        let key_file = cli
+            .cluster_key_file
+            .clone()
+            .map(|p| ("--cluster-key-file", p))
+            .or(file
+                .cluster_key_file
+                .clone()
+                .map(|p| ("cluster-key-file", p)));
+        if let Some((k, path)) = key_file {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid(k, &shown, format!("cannot read: {e}")))?;
+            let before = keys.len();
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                keys.push(
+                    ClusterKey::parse(line)
+                        .map_err(|e| invalid(k, &shown, format!("line {}: {e}", i + 1)))?,
+                );
+            }
+            if keys.len() == before {
+                return Err(invalid(k, &shown, "has no key (one base64 key per line)"));
+            }
+        }
+        let insecure = cli.insecure_gossip || file.insecure_gossip.unwrap_or(false);
+        if keys.is_empty() && !insecure && !gossip_listen.ip().is_loopback() {
+            return Err(invalid(
+                "--cluster-key",
+                "",
+                format!(
+                    "gossip listens on {gossip_listen}, which is not loopback, and without a key anyone who can reach it could read and inject records: give a key (JOYRIDE_CLUSTER_KEY, --cluster-key-file or --cluster-key; make one with `joyride keygen`) or say --insecure-gossip"
+                ),
+            ));
+        }
+
+        let failure_timeout = match (&cli.failure_timeout, file.failure_timeout) {
+            (Some(v), _) => seconds("--failure-timeout", v)?,
+            (None, Some(s)) => seconds("failure-timeout", &s.to_string())?,
+            _ => Duration::from_secs(4),
+        };
+        let (pub_key, publish_s): (&str, Vec<String>) = if !cli.publish.is_empty() {
+            ("--publish", cli.publish.clone())
+        } else if let Some(list) = &file.publish {
+            ("publish", list.clone())
+        } else {
+            (
+                "--publish",
+                vec!["docker".into(), "hosts".into(), "static".into()],
+            )
+        };
+        let mut publish = Vec::new();
+        for v in publish_s.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let kind = match v.to_ascii_lowercase().as_str() {
+                "docker" => SourceKind::Docker,
+                "hosts" => SourceKind::Hosts,
+                "static" => SourceKind::Static,
+                _ => return Err(invalid(pub_key, v, "expected docker, hosts or static")),
+            };
+            if !publish.contains(&kind) {
+                publish.push(kind);
+            }
+        }
+
+        Ok(Some(ClusterConfig {
+            gossip_listen,
+            gossip_advertise,
+            join,
+            join_srv,
+            multicast,
+            cluster_id,
+            keys,
+            failure_timeout,
+            publish,
+        }))
     }
 }
 
@@ -697,6 +1064,8 @@ impl Config {
                 schemes,
             })
         };
+        let prefer_local = cli.prefer_local || file.prefer_local.unwrap_or(false);
+        let cluster = ClusterConfig::resolve(cli, &file)?;
 
         Ok(Config {
             dns_listen,
@@ -719,6 +1088,8 @@ impl Config {
             static_records,
             host_ip,
             docker,
+            prefer_local,
+            cluster,
         })
     }
 }
@@ -952,6 +1323,230 @@ ttl = 60
                 .to_string();
             assert!(err.contains(want), "{k}={v}: {err}");
         }
+    }
+
+    const KEY1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const KEY2: &str = "HxwdHh8AAQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRo=";
+
+    #[test]
+    fn cluster_is_off_unless_a_cluster_flag_is_given() {
+        let c = resolve_with(&["--cluster-id", "x"], &[], "", "").unwrap();
+        assert!(c.cluster.is_none());
+        assert!(!c.prefer_local);
+        let c = resolve_with(
+            &["--join", "10.0.0.2:7946", "--cluster-key", KEY1],
+            &[],
+            "",
+            "",
+        )
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.gossip_listen, "0.0.0.0:7946".parse().unwrap());
+        assert_eq!(cl.join, vec!["10.0.0.2:7946".to_string()]);
+        assert_eq!(cl.cluster_id, "joyride");
+        assert_eq!(cl.failure_timeout, Duration::from_secs(4));
+        assert_eq!(
+            cl.publish,
+            vec![SourceKind::Docker, SourceKind::Hosts, SourceKind::Static]
+        );
+        assert_eq!(cl.multicast, None);
+        assert_eq!(cl.keys.len(), 1);
+    }
+
+    #[test]
+    fn cluster_flags_and_file_keys() {
+        let c = resolve_with(
+            &[
+                "--gossip-listen",
+                "10.1.0.1:8000",
+                "--gossip-advertise",
+                "192.0.2.1:8000",
+                "--join",
+                "node2.example.com:7946,[fd00::2]:7946",
+                "--join-srv",
+                "_joyride._udp.example.com",
+                "--discovery",
+                "multicast",
+                "--cluster-id",
+                "prod-1",
+                "--cluster-key",
+                KEY2,
+                "--cluster-key",
+                KEY1,
+                "--failure-timeout",
+                "2.5",
+                "--publish",
+                "hosts,docker",
+                "--prefer-local",
+            ],
+            &[],
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(c.prefer_local);
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.gossip_advertise, Some("192.0.2.1:8000".parse().unwrap()));
+        assert_eq!(cl.join.len(), 2);
+        assert_eq!(cl.join_srv[0].as_str(), "_joyride._udp.example.com");
+        assert_eq!(cl.multicast, Some("239.1.1.1:4790".parse().unwrap()));
+        assert_eq!(cl.cluster_id, "prod-1");
+        assert_eq!(
+            cl.keys,
+            vec![
+                ClusterKey::parse(KEY2).unwrap(),
+                ClusterKey::parse(KEY1).unwrap()
+            ],
+            "order kept: first sends"
+        );
+        assert_eq!(cl.failure_timeout, Duration::from_millis(2500));
+        assert_eq!(cl.publish, vec![SourceKind::Hosts, SourceKind::Docker]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let kf = dir.path().join("keys");
+        std::fs::write(&kf, format!("# new key first\n{KEY2}\n\n{KEY1}\n")).unwrap();
+        let file = format!(
+            "join = [\"h1:7946\"]\ncluster-key-file = \"{}\"\ndiscovery = \"multicast\"\ndiscovery-group = \"239.2.2.2:5000\"\nfailure-timeout = 6\npublish = [\"static\"]\nprefer-local = true\n",
+            kf.display()
+        );
+        let c = resolve_with(&[], &[], &file, "").unwrap();
+        assert!(c.prefer_local);
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.keys.len(), 2);
+        assert_eq!(cl.multicast, Some("239.2.2.2:5000".parse().unwrap()));
+        assert_eq!(cl.failure_timeout, Duration::from_secs(6));
+        assert_eq!(cl.publish, vec![SourceKind::Static]);
+    }
+
+    #[test]
+    fn gossip_without_a_key_needs_loopback_or_insecure() {
+        let err = resolve_with(&["--join", "10.0.0.2:7946"], &[], "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--cluster-key")
+                && err.contains("0.0.0.0:7946")
+                && err.contains("not loopback")
+                && err.contains("--insecure-gossip"),
+            "{err}"
+        );
+        assert!(
+            resolve_with(&["--gossip-listen", "127.0.0.1:7946"], &[], "", "")
+                .unwrap()
+                .cluster
+                .is_some()
+        );
+        let c = resolve_with(
+            &["--discovery", "multicast", "--insecure-gossip"],
+            &[],
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(c.cluster.unwrap().keys.is_empty());
+    }
+
+    #[test]
+    fn cluster_errors_name_key_value_and_reason() {
+        let table: &[(&[&str], &str)] = &[
+            (
+                &["--gossip-listen", "nowhere"],
+                "invalid value \"nowhere\" for --gossip-listen",
+            ),
+            (
+                &["--join", "justahost", "--insecure-gossip"],
+                "invalid value \"justahost\" for --join: expected HOST:PORT",
+            ),
+            (&["--join", "h:99999", "--insecure-gossip"], "for --join"),
+            (
+                &["--join-srv", "bad name!", "--insecure-gossip"],
+                "for --join-srv",
+            ),
+            (
+                &["--discovery", "mdns", "--insecure-gossip"],
+                "invalid value \"mdns\" for --discovery: the only discovery method is `multicast`",
+            ),
+            (
+                &[
+                    "--discovery",
+                    "multicast",
+                    "--discovery-group",
+                    "10.0.0.1:4790",
+                    "--insecure-gossip",
+                ],
+                "for --discovery-group: must be an IPv4 multicast group",
+            ),
+            (
+                &["--gossip-listen", "127.0.0.1:1", "--cluster-id", "a b"],
+                "invalid value \"a b\" for --cluster-id",
+            ),
+            (
+                &[
+                    "--gossip-listen",
+                    "127.0.0.1:1",
+                    "--cluster-key",
+                    "c2hvcnQ=",
+                ],
+                "for --cluster-key: decodes to 5 bytes",
+            ),
+            (
+                &["--gossip-listen", "127.0.0.1:1", "--cluster-key", "%%%"],
+                "for --cluster-key: not valid base64",
+            ),
+            (
+                &[
+                    "--gossip-listen",
+                    "127.0.0.1:1",
+                    "--cluster-key-file",
+                    "/nonexistent/k",
+                ],
+                "invalid value \"/nonexistent/k\" for --cluster-key-file: cannot read",
+            ),
+            (
+                &["--gossip-listen", "127.0.0.1:1", "--failure-timeout", "0"],
+                "for --failure-timeout",
+            ),
+            (
+                &["--gossip-listen", "127.0.0.1:1", "--publish", "etcd"],
+                "invalid value \"etcd\" for --publish: expected docker, hosts or static",
+            ),
+            (
+                &[
+                    "--gossip-listen",
+                    "127.0.0.1:1",
+                    "--gossip-advertise",
+                    "0.0.0.0:7946",
+                ],
+                "for --gossip-advertise: must be an address",
+            ),
+        ];
+        for (args, want) in table {
+            let err = resolve_with(args, &[], "", "").unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        // A bad key is never echoed.
+        let secretish = "c2VjcmV0LXNlY3JldC1zZWNyZXQ=";
+        let err = resolve_with(
+            &["--gossip-listen", "127.0.0.1:1", "--cluster-key", secretish],
+            &[],
+            "",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains(secretish), "{err}");
+        let err = resolve_with(&[], &[], "join = [\"h:1\"]\ncluster-key = [\"x\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("for cluster-key"), "{err}");
+    }
+
+    #[test]
+    fn keygen_subcommand_parses() {
+        let cli = Cli::try_parse_from(["joyride", "keygen"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Keygen));
+        assert_eq!(Cli::try_parse_from(["joyride"]).unwrap().command, None);
     }
 
     #[test]

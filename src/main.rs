@@ -7,10 +7,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use joyride::app::{self, StartError};
-use joyride::config::{Cli, Config, Environment, FileConfig, LogFormat};
+use joyride::config::{Cli, Command, Config, Environment, FileConfig, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Keygen) = cli.command {
+        println!(
+            "{}",
+            joyride::cluster::crypto::ClusterKey::generate().to_base64()
+        );
+        return ExitCode::SUCCESS;
+    }
     let file = match &cli.config {
         Some(path) => FileConfig::read(path),
         None => Ok(FileConfig::default()),

@@ -57,6 +57,9 @@ pub struct ZoneConfig {
     pub node: Arc<str>,
     /// Addresses published for the zone's name server `ns.<apex>`.
     pub ns_addresses: Vec<IpAddr>,
+    /// Put this node's own records first in each RRset (`--prefer-local`): a name that
+    /// peers publish too answers with the local addresses first.
+    pub prefer_local: bool,
 }
 
 /// One record's contribution to a name: the owner's id and the record's index in the
@@ -78,6 +81,8 @@ struct OwnerSlot {
 /// The mutable state behind the snapshots.
 pub struct Store {
     zone: Arc<ZoneInfo>,
+    /// See `ZoneConfig::prefer_local`.
+    prefer_local: bool,
     /// Owner ids, so that contributions are eight bytes.
     owner_ids: FxHashMap<OwnerKey, u32>,
     /// Owners by id (`None`: a free id, listed in `free_ids`).
@@ -134,6 +139,7 @@ impl Store {
         });
         let mut store = Store {
             zone,
+            prefer_local: cfg.prefer_local,
             owner_ids: FxHashMap::default(),
             owners: Vec::new(),
             free_ids: Vec::new(),
@@ -261,6 +267,13 @@ impl Store {
         }
     }
 
+    fn is_local(&self, c: Contribution) -> bool {
+        self.owners
+            .get(c.owner as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|slot| slot.key.node == self.zone.node)
+    }
+
     #[inline]
     fn shard_mut(&mut self, key: &[u8]) -> &mut NameMap {
         Arc::make_mut(&mut self.shards[shard_of(key)])
@@ -271,6 +284,15 @@ impl Store {
     fn rebuild(&mut self, key: &Arc<[u8]>) {
         let is_apex = **key == *self.zone.apex_wire;
         let data: Vec<(RData, u32)> = match self.by_name.get(&key[..]) {
+            Some(contribs) if self.prefer_local => {
+                // Stable: this node's records first, each group in its own order.
+                let mut v: Vec<(bool, (RData, u32))> = contribs
+                    .iter()
+                    .filter_map(|c| Some((!self.is_local(*c), self.resolve(*c)?)))
+                    .collect();
+                v.sort_by_key(|x| x.0);
+                v.into_iter().map(|x| x.1).collect()
+            }
             Some(contribs) => contribs.iter().filter_map(|c| self.resolve(*c)).collect(),
             None => Vec::new(),
         };
@@ -552,6 +574,7 @@ mod tests {
             negative_ttl: 5,
             node: "n1".into(),
             ns_addresses: vec!["127.0.0.1".parse().unwrap()],
+            prefer_local: false,
         })
     }
     fn owner(id: &str) -> OwnerKey {
@@ -614,6 +637,35 @@ mod tests {
         assert_eq!(count(&snap, "docker", RType::SOA), 1);
         assert_eq!(count(&snap, "docker", RType::NS), 1);
         assert_eq!(count(&snap, "ns.docker", RType::A), 1);
+    }
+
+    #[test]
+    fn prefer_local_puts_own_records_first() {
+        for prefer in [false, true] {
+            let mut s = Store::new(ZoneConfig {
+                apex: n("docker"),
+                default_ttl: 10,
+                negative_ttl: 5,
+                node: "n1".into(),
+                ns_addresses: vec![],
+                prefer_local: prefer,
+            });
+            s.apply(Change::Replace {
+                owner: OwnerKey::new(&Arc::from("n2"), SourceKind::Hosts, "f"),
+                records: vec![a("web.docker", "10.0.0.2")],
+            });
+            s.apply(Change::Replace {
+                owner: owner("c1"),
+                records: vec![a("web.docker", "10.0.0.1")],
+            });
+            let snap = s.snapshot();
+            let entry = snap.lookup(&n("web.docker").to_wire()).unwrap();
+            let set = entry.rrset(RType::A).unwrap();
+            assert_eq!(set.count, 2);
+            // Owner pointer, type, class, TTL, RDLENGTH: 12 bytes; then the address.
+            let want: [u8; 4] = if prefer { [10, 0, 0, 1] } else { [10, 0, 0, 2] };
+            assert_eq!(&set.wire[12..16], want, "prefer_local={prefer}");
+        }
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! below) keeps link time down.
 
 mod support;
+mod testbed;
 
 mod browser;
 mod cli;
+mod cluster;
 mod dns;
 mod docker;
 mod forward;

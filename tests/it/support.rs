@@ -88,12 +88,13 @@ impl Joyride {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("joyride.log");
         let mut cmd = Command::new(JOYRIDE);
-        cmd.arg("--dns-listen").arg(dns.to_string()).args([
-            "--log-level",
-            "debug",
-            "--node-name",
-            "testnode",
-        ]);
+        cmd.arg("--dns-listen")
+            .arg(dns.to_string())
+            .args(["--log-level", "debug"]);
+        // Cluster tests name their nodes; a flag given twice is an error.
+        if !args.contains(&"--node-name") {
+            cmd.args(["--node-name", "testnode"]);
+        }
         cmd.args(&http_args);
         // The Docker source only where a test names an engine: others must not see the
         // shared engine's containers (tests run in parallel).
