@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,13 +32,60 @@ pub enum AttemptError {
 
 type Waiter = oneshot::Sender<Result<Vec<u8>, ()>>;
 
+/// A query waiting for an upstream's response.
+struct Pending {
+    /// Tells this attempt's entry from a later one that drew the same id after this one was
+    /// answered: an attempt removes only its own entry.
+    token: u64,
+    /// The lowercase question the response must carry.
+    question: Vec<u8>,
+    waiter: Waiter,
+}
+
+/// Outstanding queries of one upstream by the id they were sent with.
+#[derive(Default)]
+struct PendingMap(HashMap<u16, Pending>);
+
+impl PendingMap {
+    /// Registers a query under a fresh random id not in use; returns the id.
+    fn insert(&mut self, token: u64, question: &[u8], waiter: Waiter) -> u16 {
+        let mut id = rand::random::<u16>();
+        while self.0.contains_key(&id) {
+            id = rand::random::<u16>();
+        }
+        let question = question.to_vec();
+        self.0.insert(
+            id,
+            Pending {
+                token,
+                question,
+                waiter,
+            },
+        );
+        id
+    }
+
+    /// Removes the entry under `id` only if it is still the attempt `token`'s.
+    fn remove_own(&mut self, id: u16, token: u64) {
+        if self.0.get(&id).is_some_and(|p| p.token == token) {
+            self.0.remove(&id);
+        }
+    }
+
+    /// Takes the waiter of `id` when `question` matches what was asked.
+    fn take_matching(&mut self, id: u16, question: Option<&[u8]>) -> Option<Waiter> {
+        match (self.0.get(&id), question) {
+            (Some(p), Some(q)) if p.question == q => self.0.remove(&id).map(|p| p.waiter),
+            _ => None,
+        }
+    }
+}
+
 /// One upstream: its address, a connected UDP socket and the queries waiting on it.
 struct Upstream {
     addr: SocketAddr,
     socket: UdpSocket,
-    /// Outstanding queries by the id they were sent with: the lowercase question to match
-    /// the response against, and who waits.
-    pending: Mutex<HashMap<u16, (Vec<u8>, Waiter)>>,
+    pending: Mutex<PendingMap>,
 }
 
 /// The forwarder, shared by every listener.
@@ -46,6 +93,8 @@ pub struct Forwarder {
     upstreams: Vec<Upstream>,
     /// Index of the upstream to try first: the last one that answered.
     preferred: AtomicUsize,
+    /// Numbers the attempts (see `Pending::token`).
+    next_token: AtomicU64,
     attempt_timeout: Duration,
 }
 
@@ -68,12 +117,13 @@ impl Forwarder {
             list.push(Upstream {
                 addr,
                 socket,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingMap::default()),
             });
         }
         let fwd = Arc::new(Forwarder {
             upstreams: list,
             preferred: AtomicUsize::new(0),
+            next_token: AtomicU64::new(0),
             attempt_timeout,
         });
         for i in 0..fwd.upstreams.len() {
@@ -123,15 +173,12 @@ impl Forwarder {
     ) -> Result<Vec<u8>, AttemptError> {
         let up = &self.upstreams[i];
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut pending = up.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let mut id = rand::random::<u16>();
-            while pending.contains_key(&id) {
-                id = rand::random::<u16>();
-            }
-            pending.insert(id, (question.to_vec(), tx));
-            id
-        };
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let id = up
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, question, tx);
         let mut out = packet.to_vec();
         out[..2].copy_from_slice(&id.to_be_bytes());
         let result = async {
@@ -152,7 +199,7 @@ impl Forwarder {
         up.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+            .remove_own(id, token);
         result
     }
 
@@ -170,10 +217,11 @@ impl Forwarder {
                         .pending
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
+                        .0
                         .drain()
                         .collect();
-                    for (_, (_, tx)) in waiting {
-                        let _ = tx.send(Err(()));
+                    for (_, p) in waiting {
+                        let _ = p.waiter.send(Err(()));
                     }
                     continue;
                 }
@@ -188,19 +236,17 @@ impl Forwarder {
                 continue;
             }
             let id = u16::from_be_bytes([resp[0], resp[1]]);
-            let mut pending = up.pending.lock().unwrap_or_else(|e| e.into_inner());
-            let matches = match pending.get(&id) {
-                Some((question, _)) => {
-                    response_question_key(resp).as_deref() == Some(&question[..])
+            let question = response_question_key(resp);
+            let waiter = up
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_matching(id, question.as_deref());
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(Ok(resp.to_vec()));
                 }
-                None => false,
-            };
-            if !matches {
-                debug!(upstream = %up.addr, id, "dropped a response that matches no query");
-                continue;
-            }
-            if let Some((_, tx)) = pending.remove(&id) {
-                let _ = tx.send(Ok(resp.to_vec()));
+                None => debug!(upstream = %up.addr, id, "dropped a response that matches no query"),
             }
         }
     }
@@ -252,4 +298,46 @@ fn response_question_key(resp: &[u8]) -> Option<Vec<u8>> {
     // Only the header and question are read; ignore the answer sections.
     copy[6..12].fill(0);
     question_key(&copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_removes_only_its_own_entry() {
+        let mut map = PendingMap::default();
+        let (tx1, _rx1) = oneshot::channel();
+        let id = map.insert(1, b"q", tx1);
+        // Answered: the receiver takes the entry...
+        assert!(map.take_matching(id, Some(b"q")).is_some());
+        // ...and a newer attempt happens to draw the same id before the first cleans up.
+        let (tx2, _rx2) = oneshot::channel();
+        map.0.insert(
+            id,
+            Pending {
+                token: 2,
+                question: b"q".to_vec(),
+                waiter: tx2,
+            },
+        );
+        map.remove_own(id, 1);
+        assert!(
+            map.0.contains_key(&id),
+            "the newer attempt's entry survives"
+        );
+        map.remove_own(id, 2);
+        assert!(map.0.is_empty());
+    }
+
+    #[test]
+    fn a_response_with_another_question_is_not_taken() {
+        let mut map = PendingMap::default();
+        let (tx, _rx) = oneshot::channel();
+        let id = map.insert(1, b"q1", tx);
+        assert!(map.take_matching(id, Some(b"q2")).is_none());
+        assert!(map.take_matching(id, None).is_none());
+        assert!(map.take_matching(id.wrapping_add(1), Some(b"q1")).is_none());
+        assert!(map.take_matching(id, Some(b"q1")).is_some());
+    }
 }
