@@ -17,7 +17,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::records::{Name, RData, Record, SourceKind, StoreHandle};
 use crate::status::ComponentStatus;
@@ -115,6 +115,19 @@ pub enum HostsError {
     Store(#[from] crate::records::store::StoreClosed),
 }
 
+/// Whether an event can mean a file's content changed. Opening or reading a file is not a
+/// change, and reacting to it would loop: the source's own read of a file is such an event.
+/// Closing a file written to is (the end of a write).
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    use notify::EventKind;
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// The running source.
 pub struct HostsSource {
     dir: PathBuf,
@@ -189,6 +202,7 @@ impl HostsSource {
             let flag = overflow.clone();
             let mut watcher =
                 notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                    Ok(ev) if !changes_content(&ev.kind) => {}
                     Ok(ev) => {
                         if tx.try_send(ev).is_err() {
                             flag.store(true, Ordering::Relaxed);
@@ -328,6 +342,7 @@ impl HostsSource {
             h.finish()
         };
         if served.get(path) == Some(&hash) {
+            debug!(file = %path.display(), "hosts file read again, unchanged");
             return Ok(());
         }
         let (records, errors) = parse_hosts(&text, &self.zone);
@@ -366,6 +381,25 @@ impl HostsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_are_not_changes() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
+        use notify::EventKind;
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_content(&EventKind::Remove(RemoveKind::File)));
+    }
 
     #[test]
     fn parses_hosts_text() {

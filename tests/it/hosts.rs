@@ -123,3 +123,27 @@ fn legacy_hosts_directory_variable() {
     assert!(wait_until(LIVE * 5, || j.addresses("legacy.docker.")
         == vec!["10.6.4.1"]));
 }
+
+#[test]
+fn an_idle_hosts_directory_is_not_read_again() {
+    // Reading a file makes inotify report an open; reacting to that would read the file
+    // again, forever (a busy loop that costs a core with a large file). Idle means idle.
+    let hosts = tempfile::tempdir().unwrap();
+    std::fs::write(hosts.path().join("one"), "10.7.0.1 idle\n").unwrap();
+    let j = Joyride::start(&[
+        "--no-forward",
+        "--no-http",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+    ]);
+    assert!(wait_until(LIVE * 5, || j.addresses("idle.docker.") == vec!["10.7.0.1"]));
+    std::thread::sleep(Duration::from_secs(1));
+    let reads = j.log_text().matches("read again, unchanged").count();
+    assert_eq!(
+        reads, 0,
+        "the file was read {reads} more times while nothing changed"
+    );
+    // A real change is still seen.
+    std::fs::write(hosts.path().join("one"), "10.7.0.2 idle\n").unwrap();
+    assert!(wait_until(LIVE, || j.addresses("idle.docker.") == vec!["10.7.0.2"]));
+}
