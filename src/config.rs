@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::records::{Name, RData, Record};
@@ -27,12 +27,18 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 
 /// DNS names for Docker containers, on one host and across many.
 ///
-/// Every option can also be set with the environment variable shown, or as a key of the same
-/// name in the --config TOML file (for example `dns-listen = ["127.0.0.1:53"]`). Flags beat
-/// environment variables, which beat the file, which beats the defaults.
+/// With no command, runs the daemon. Every option can also be set with the environment
+/// variable shown, or as a key of the same name in the --config TOML file (for example
+/// `dns-listen = ["127.0.0.1:53"]`). Flags beat environment variables, which beat the file,
+/// which beats the defaults. The commands read the same options (`joyride resolver print`
+/// uses --domain and --dns-listen; the operator commands find the daemon's --http-listen).
 #[derive(Parser, Debug, Default, Clone)]
 #[command(name = "joyride", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
+    /// A command; without one, joyride runs the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file (keys as the long flags; static records as [[records]]).
     #[arg(long, env = "JOYRIDE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -118,6 +124,18 @@ pub struct Cli {
     /// Do not serve the web page, API and metrics at all.
     #[arg(long, env = "JOYRIDE_NO_HTTP")]
     pub no_http: bool,
+}
+
+/// The commands besides the daemon, one variant per line; their code is in `crate::cli`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    Health(crate::cli::ops::HealthArgs),
+    Records(crate::cli::ops::RecordsArgs),
+    Cluster(crate::cli::ops::ClusterArgs),
+    Query(crate::cli::ops::QueryArgs),
+    Resolver(crate::cli::resolver::ResolverArgs),
+    Completions(crate::cli::docs::CompletionsArgs),
+    Man(crate::cli::docs::ManArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]

@@ -1,6 +1,6 @@
 //! The `joyride` binary: parses the configuration, sets up logging and the runtime, runs
 //! the daemon, and maps failures to exit codes (2: configuration or start-up, 1: failure
-//! while running).
+//! while running). A command (`joyride health`, `records`, ...) runs instead of the daemon.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -11,6 +11,9 @@ use joyride::config::{Cli, Config, Environment, FileConfig, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return joyride::cli::run(command, &cli);
+    }
     let file = match &cli.config {
         Some(path) => FileConfig::read(path),
         None => Ok(FileConfig::default()),

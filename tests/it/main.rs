@@ -9,5 +9,6 @@ mod dns;
 mod forward;
 mod hosts;
 mod malformed;
+mod ship;
 mod web;
 mod webdriver;
