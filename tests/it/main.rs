@@ -10,5 +10,6 @@ mod forward;
 mod hosts;
 mod malformed;
 mod ship;
+mod ship_image;
 mod web;
 mod webdriver;
