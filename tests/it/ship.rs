@@ -32,8 +32,9 @@ fn explain(o: &Output) -> String {
     )
 }
 
-/// A joyride serving `hosts` (hosts-file text) as `demo`, once the records are in.
-fn daemon_with_hosts(hosts: &str, extra: &[&str]) -> Joyride {
+/// A joyride serving `hosts` (hosts-file text) as `demo`, once the records are in, and
+/// the hosts directory (removed when dropped).
+fn daemon_with_hosts(hosts: &str, extra: &[&str]) -> (Joyride, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("demo"), hosts).unwrap();
     let hosts_dir = dir.path().to_str().unwrap().to_string();
@@ -44,14 +45,12 @@ fn daemon_with_hosts(hosts: &str, extra: &[&str]) -> Joyride {
         !answers(&j.query("web.docker.", RecordType::A)).is_empty()
     });
     assert!(ready, "hosts file not served: {}", j.log_text());
-    // The directory must outlive the daemon's first read only; keep it anyway.
-    std::mem::forget(dir);
-    j
+    (j, dir)
 }
 
 #[test]
 fn health_records_and_cluster_talk_to_the_daemon() {
-    let j = daemon_with_hosts("10.0.0.7 web\nfd00::7 web6\n10.0.0.8 db\n", &[]);
+    let (j, _hosts) = daemon_with_hosts("10.0.0.7 web\nfd00::7 web6\n10.0.0.8 db\n", &[]);
     let http = j.http_addr().to_string();
 
     let o = run(&["health", "--http", &http], &[]);
@@ -155,7 +154,7 @@ fn query_prints_answers_like_a_terse_dig() {
     for i in 1..=60 {
         hosts.push_str(&format!("10.1.0.{i} many\n"));
     }
-    let j = daemon_with_hosts(&hosts, &["--edns-udp-size", "512"]);
+    let (j, _hosts) = daemon_with_hosts(&hosts, &["--edns-udp-size", "512"]);
     let server = j.dns.to_string();
 
     let o = run(&["query", "web.docker", "--server", &server], &[]);
