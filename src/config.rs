@@ -343,6 +343,15 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<IpAddr> {
 }
 
 impl Config {
+    /// This process's configuration: the flags, the file they name, the environment.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(cli, file, &Environment::process())
+    }
+
     /// Merges flags (with their env vars, already applied by clap), legacy env vars, the
     /// file and the defaults, and validates the result.
     pub fn resolve(cli: &Cli, file: FileConfig, env: &Environment) -> Result<Config, ConfigError> {

@@ -7,18 +7,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use joyride::app::{self, StartError};
-use joyride::config::{Cli, Config, Environment, FileConfig, LogFormat};
+use joyride::config::{Cli, Config, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = &cli.command {
         return joyride::cli::run(command, &cli);
     }
-    let file = match &cli.config {
-        Some(path) => FileConfig::read(path),
-        None => Ok(FileConfig::default()),
-    };
-    let config = match file.and_then(|f| Config::resolve(&cli, f, &Environment::process())) {
+    let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("joyride: {e}");

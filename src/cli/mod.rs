@@ -16,7 +16,7 @@ pub mod resolver;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
-use crate::config::{Cli, Command, Config, ConfigError, Environment, FileConfig};
+use crate::config::{Cli, Command, Config, ConfigError};
 
 /// Why a command failed. Usage and configuration errors exit 2, the rest 1.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +72,7 @@ pub fn run(command: &Command, cli: &Cli) -> ExitCode {
 /// The daemon's configuration as the daemon would resolve it from the same flags,
 /// environment and file.
 pub fn daemon_config(cli: &Cli) -> Result<Config, CliError> {
-    let file = match &cli.config {
-        Some(path) => FileConfig::read(path)?,
-        None => FileConfig::default(),
-    };
-    Ok(Config::resolve(cli, file, &Environment::process())?)
+    Ok(Config::load(cli)?)
 }
 
 /// Where a client on this host reaches a listener: a wildcard address becomes loopback.

@@ -116,14 +116,14 @@ fn is_ours(path: &Path) -> bool {
 }
 
 pub fn run(args: &ResolverArgs, cli: &Cli) -> Result<ExitCode, CliError> {
-    let config = daemon_config(cli)?;
     match &args.action {
         ResolverAction::Print => {
             let facts = HostFacts::gather(Path::new(RESOLVED_DROPIN));
-            print!("{}", steps(&config, &facts));
+            print!("{}", steps(&daemon_config(cli)?, &facts));
             Ok(ExitCode::SUCCESS)
         }
-        ResolverAction::Install(a) => install(&config, &a.file),
+        ResolverAction::Install(a) => install(&daemon_config(cli)?, &a.file),
+        // Needs no configuration: a broken one must not keep the drop-in in place.
         ResolverAction::Uninstall(a) => uninstall(&a.file),
     }
 }

@@ -284,7 +284,11 @@ fn resolver_install_and_uninstall_a_drop_in_on_a_temp_path() {
 
     let o = run(&["resolver", "uninstall", "--path", p, "--dry-run"], &[]);
     assert!(o.status.success() && path.exists(), "{}", explain(&o));
-    let o = run(&["resolver", "uninstall", "--path", p], &[]);
+    // Uninstalling needs no valid configuration.
+    let o = run(
+        &["resolver", "uninstall", "--path", p],
+        &[("JOYRIDE_TTL", "ten")],
+    );
     assert!(o.status.success() && !path.exists(), "{}", explain(&o));
     let o = run(&["resolver", "uninstall", "--path", p], &[]);
     assert!(o.status.success() && stdout(&o).contains("nothing to remove"));
