@@ -167,6 +167,14 @@ impl Drop for Container {
     }
 }
 
+/// The group that may use the Docker socket, which the container joins.
+fn docker_socket_gid() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/var/run/docker.sock")
+        .map(|m| m.gid().to_string())
+        .unwrap_or_else(|_| "0".into())
+}
+
 /// A hosts directory the container's user (65534) can read.
 fn world_readable_hosts(text: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
@@ -195,11 +203,17 @@ fn image_is_small_static_non_root_healthy_and_resolves_names() {
     let http_port = free_port();
     let dns = format!("127.0.0.1:{dns_port}");
     let volume = format!("{}:/etc/joyride/hosts.d:ro", hosts.path().display());
-    // As docker-compose.yml runs it (read-only, no capabilities), but with the engine's
-    // own default for low ports, and a short health interval for the test.
+    // As docker-compose.yml runs it (read-only, no capabilities, the Docker socket
+    // read-only through its group), but with the engine's own default for low ports, and
+    // a short health interval for the test.
+    let socket_gid = docker_socket_gid();
     let c = Container::run(
         "image",
         &[
+            "--group-add",
+            &socket_gid,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock:ro",
             "--read-only",
             "--cap-drop",
             "ALL",
