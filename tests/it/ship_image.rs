@@ -80,13 +80,14 @@ pub fn image() -> Arc<BuiltImage> {
     image
 }
 
-/// The static binary, built as scripts/image and the README build it (so the cargo build
-/// is shared), checked to be static.
+/// The static binary, built as scripts/image, scripts/test and the README build it (so the
+/// cargo build is shared: scripts/test builds it before the tests run), checked to be static.
 fn static_binary() -> PathBuf {
     let o = Command::new(env!("CARGO"))
         .current_dir(repo())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--release", "--bin", "joyride", "--target", TARGET])
+        .args(["build", "--release", "--locked", "--bin", "joyride"])
+        .args(["--target", TARGET])
         .output()
         .expect("run cargo");
     assert!(
