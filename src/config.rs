@@ -31,12 +31,18 @@ pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 
 /// DNS names for Docker containers, on one host and across many.
 ///
-/// Every option can also be set with the environment variable shown, or as a key of the same
-/// name in the --config TOML file (for example `dns-listen = ["127.0.0.1:53"]`). Flags beat
-/// environment variables, which beat the file, which beats the defaults.
+/// With no command, runs the daemon. Every option can also be set with the environment
+/// variable shown, or as a key of the same name in the --config TOML file (for example
+/// `dns-listen = ["127.0.0.1:53"]`). Flags beat environment variables, which beat the file,
+/// which beats the defaults. The commands read the same options (`joyride resolver print`
+/// uses --domain and --dns-listen; the operator commands find the daemon's --http-listen).
 #[derive(Parser, Debug, Default, Clone)]
 #[command(name = "joyride", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
+    /// A command; without one, joyride runs the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file (keys as the long flags; static records as [[records]]).
     #[arg(long, env = "JOYRIDE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -247,16 +253,20 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub publish: Vec<String>,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
 }
 
-/// Commands other than running the daemon.
-#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+/// The commands besides the daemon, one variant per line; their code is in `crate::cli`.
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Print a new random cluster key (base64) for --cluster-key.
     Keygen,
+    Health(crate::cli::ops::HealthArgs),
+    Records(crate::cli::ops::RecordsArgs),
+    Cluster(crate::cli::ops::ClusterArgs),
+    Query(crate::cli::ops::QueryArgs),
+    Resolver(crate::cli::resolver::ResolverArgs),
+    Completions(crate::cli::docs::CompletionsArgs),
+    Man(crate::cli::docs::ManArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -785,6 +795,15 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<IpAddr> {
 }
 
 impl Config {
+    /// This process's configuration: the flags, the file they name, the environment.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(cli, file, &Environment::process())
+    }
+
     /// Merges flags (with their env vars, already applied by clap), legacy env vars, the
     /// file and the defaults, and validates the result.
     pub fn resolve(cli: &Cli, file: FileConfig, env: &Environment) -> Result<Config, ConfigError> {
@@ -1545,8 +1564,8 @@ ttl = 60
     #[test]
     fn keygen_subcommand_parses() {
         let cli = Cli::try_parse_from(["joyride", "keygen"]).unwrap();
-        assert_eq!(cli.command, Some(Command::Keygen));
-        assert_eq!(Cli::try_parse_from(["joyride"]).unwrap().command, None);
+        assert!(matches!(cli.command, Some(Command::Keygen)));
+        assert!(Cli::try_parse_from(["joyride"]).unwrap().command.is_none());
     }
 
     #[test]

@@ -1,28 +1,20 @@
 //! The `joyride` binary: parses the configuration, sets up logging and the runtime, runs
 //! the daemon, and maps failures to exit codes (2: configuration or start-up, 1: failure
-//! while running).
+//! while running). A command (`joyride health`, `records`, ...) runs instead of the daemon.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use joyride::app::{self, StartError};
-use joyride::config::{Cli, Command, Config, Environment, FileConfig, LogFormat};
+use joyride::config::{Cli, Config, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Keygen) = cli.command {
-        println!(
-            "{}",
-            joyride::cluster::crypto::ClusterKey::generate().to_base64()
-        );
-        return ExitCode::SUCCESS;
+    if let Some(command) = &cli.command {
+        return joyride::cli::run(command, &cli);
     }
-    let file = match &cli.config {
-        Some(path) => FileConfig::read(path),
-        None => Ok(FileConfig::default()),
-    };
-    let config = match file.and_then(|f| Config::resolve(&cli, f, &Environment::process())) {
+    let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("joyride: {e}");

@@ -121,9 +121,10 @@ fn environment_and_legacy_names_configure_it() {
     assert_eq!(j.query("envzone.", RecordType::SOA).answers[0].ttl, 42);
     drop(j);
     // DNS_BIND_ADDRESS/DNS_PORT: the earlier Joyride's listen address. The harness also
-    // passes --dns-listen, which wins, so run the binary directly here.
+    // passes --dns-listen, which wins, so run the binary directly here (without its web
+    // server, whose default port 5380 another joyride on this machine may hold).
     let mut child = Command::new(JOYRIDE)
-        .args(["--no-forward"])
+        .args(["--no-forward", "--no-http"])
         .env_clear()
         .env("DNS_BIND_ADDRESS", "127.0.0.1")
         .env("DNS_PORT", port.to_string())

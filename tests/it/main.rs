@@ -12,5 +12,7 @@ mod docker;
 mod forward;
 mod hosts;
 mod malformed;
+mod ship;
+mod ship_image;
 mod web;
 mod webdriver;
