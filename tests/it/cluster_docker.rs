@@ -113,6 +113,7 @@ struct HostEngine {
     /// `unix:///.../docker.sock`, for `docker -H` and joyride's `--docker-host`.
     host: String,
     child: Option<Child>,
+    stopping: bool,
 }
 
 impl HostEngine {
@@ -143,6 +144,7 @@ impl HostEngine {
             dir,
             host: sock,
             child: Some(child),
+            stopping: false,
         }
     }
 
@@ -187,8 +189,12 @@ impl HostEngine {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// Removes its containers and asks dockerd to stop (SIGTERM), without waiting.
+    /// Removes its containers and asks dockerd to stop (SIGTERM), without waiting; once.
     fn begin_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
         if let Some(c) = &self.child {
             if let Ok(ids) = self.try_docker(&["ps", "-aq"]) {
                 let ids: Vec<&str> = ids.split_whitespace().collect();
@@ -517,6 +523,15 @@ fn cluster_docker_containers_resolve_on_every_host() {
     let resolved = until_everywhere(&[&h2, &h3], &fqdn, &[&ip], started);
     eprintln!("cluster-docker: docker run returned -> {fqdn} resolves on h2 and h3: {resolved:?}");
     assert_eq!(h1.a(&fqdn), [ip.as_str()], "and on its own host");
+    // Every node derives the reverse record of a peer's address too.
+    let reverse = format!(
+        "{}.in-addr.arpa",
+        ip.split('.').rev().collect::<Vec<_>>().join(".")
+    );
+    for n in [&h2, &h3] {
+        let ptr = n.dig(&reverse, "PTR");
+        assert_eq!(ptr.first(), Some(&format!("{fqdn}.")), "PTR on {}", n.name);
+    }
 
     // Stopped: gone on the other hosts.
     e[0].docker(&["stop", "-t", "0", &web]);
