@@ -522,6 +522,7 @@ fn cluster_docker_containers_resolve_on_every_host() {
     let fqdn = format!("{web}.docker");
     let resolved = until_everywhere(&[&h2, &h3], &fqdn, &[&ip], started);
     eprintln!("cluster-docker: docker run returned -> {fqdn} resolves on h2 and h3: {resolved:?}");
+    assert!(resolved < Duration::from_secs(3), "took {resolved:?}");
     assert_eq!(h1.a(&fqdn), [ip.as_str()], "and on its own host");
     // Every node derives the reverse record of a peer's address too.
     let reverse = format!(
@@ -544,7 +545,7 @@ fn cluster_docker_containers_resolve_on_every_host() {
     let app = unique("app");
     let label = format!("joyride.host.name={app}.example.com");
     e[1].docker(&[
-        "run", "-d", "--name", &app, "-l", &label, IMAGE, "sleep", "3600",
+        "run", "-d", "--name", &app, "-l", &label, "-p", "18080:80", IMAGE, "sleep", "3600",
     ]);
     let started = Instant::now();
     let host2 = bed.hosts[1].ip.to_string();
@@ -559,6 +560,17 @@ fn cluster_docker_containers_resolve_on_every_host() {
         &app,
     ]);
     until_everywhere(&[&h1, &h3], &format!("{app}.docker"), &[&ip2], started);
+    // Its published port: an SRV record whose target is host 2's node name, at host 2's
+    // address.
+    for n in [&h1, &h3] {
+        assert_eq!(
+            n.dig(&format!("_80._tcp.{app}.docker"), "SRV"),
+            ["0 0 18080 h2.node.docker."],
+            "SRV on {}",
+            n.name
+        );
+        assert_eq!(n.a("h2.node.docker"), [host2.as_str()], "on {}", n.name);
+    }
 
     e[1].docker(&["rm", "-f", &app]);
     let removed = Instant::now();
