@@ -7,6 +7,7 @@ mod testbed;
 mod browser;
 mod cli;
 mod cluster;
+mod cluster_docker;
 mod dns;
 mod docker;
 mod forward;
