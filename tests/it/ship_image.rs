@@ -270,6 +270,36 @@ fn image_is_small_static_non_root_healthy_and_resolves_names() {
         "--no-forward"
     );
 
+    // A container's name, through the Docker socket mounted into the image.
+    let peer = Container::run("peer", &["joyride-test/busybox:latest", "sleep", "300"]);
+    let peer_ip = peer.inspect("{{.NetworkSettings.IPAddress}}");
+    let peer_name = format!("{}.docker.", peer.name);
+    let ok = wait_until(Duration::from_secs(10), || {
+        udp_query_timeout(
+            server,
+            &Message::query_for(&peer_name, RecordType::A),
+            Duration::from_millis(500),
+        )
+        .is_ok_and(|m| answers(&m) == [peer_ip.as_str()])
+    });
+    assert!(
+        ok,
+        "{peer_name} did not resolve to {peer_ip} through the container"
+    );
+    drop(peer);
+    let gone = wait_until(Duration::from_secs(10), || {
+        udp_query_timeout(
+            server,
+            &Message::query_for(&peer_name, RecordType::A),
+            Duration::from_millis(500),
+        )
+        .is_ok_and(|m| m.metadata.response_code == ResponseCode::NXDomain)
+    });
+    assert!(
+        gone,
+        "{peer_name} still resolves after its container is removed"
+    );
+
     // The operator commands from the host, against the container's published ports.
     let o = Command::new(JOYRIDE)
         .args(["query", "web.docker", "--server", &dns])
