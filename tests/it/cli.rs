@@ -1,24 +1,13 @@
 //! The command line: help, version, configuration errors, exit codes, signals.
 
 use std::net::UdpSocket;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::*;
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(JOYRIDE);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run joyride")
-}
-
 #[test]
 fn help_documents_every_option_with_its_env_var() {
-    let out = run(&["--help"], &[]);
+    let out = run_joyride(&["--help"], &[]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, env) in [
@@ -39,7 +28,7 @@ fn help_documents_every_option_with_its_env_var() {
         );
     }
     assert!(help.contains("default"), "defaults are documented");
-    let v = run(&["--version"], &[]);
+    let v = run_joyride(&["--version"], &[]);
     assert!(String::from_utf8(v.stdout)
         .unwrap()
         .contains(env!("CARGO_PKG_VERSION")));
@@ -47,7 +36,7 @@ fn help_documents_every_option_with_its_env_var() {
 
 /// Runs joyride expecting a start-up failure: exit 2 and one line naming `want`.
 fn fails_with(args: &[&str], env: &[(&str, &str)], want: &str) {
-    let out = run(args, env);
+    let out = run_joyride(args, env);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{wait_until, JOYRIDE};
+use crate::support::{processes_mentioning, tail, wait_until, JOYRIDE};
 use crate::testbed::{self, Testbed};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -245,31 +245,6 @@ impl Drop for HostEngine {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Ids of processes whose command line mentions `dir`.
-fn processes_mentioning(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| *pid != me)
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The engines of all hosts. Dropping stops them all at once (each takes a second or more).

@@ -7,7 +7,7 @@
 //! `JOYRIDE_REQUIRE_DOCKER=1` (scripts/test sets it), which makes them fail. Every
 //! container, network and engine they make has a unique `jrt-` name and is removed on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -648,31 +648,6 @@ impl Drop for PrivateEngine {
             );
         }
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Ids of processes whose command line mentions `dir` (this test's engine and its helpers).
-fn processes_mentioning(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-                .filter(|pid| *pid != me)
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-                        .unwrap_or(false)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

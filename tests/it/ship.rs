@@ -2,22 +2,10 @@
 //! real daemon, `resolver` on temporary paths (never the real /etc), completions and man.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-/// Runs `joyride ARGS` with a clean environment plus `env`.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(JOYRIDE);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run joyride")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -53,7 +41,7 @@ fn health_records_and_cluster_talk_to_the_daemon() {
     let (j, _hosts) = daemon_with_hosts("10.0.0.7 web\nfd00::7 web6\n10.0.0.8 db\n", &[]);
     let http = j.http_addr().to_string();
 
-    let o = run(&["health", "--http", &http], &[]);
+    let o = run_joyride(&["health", "--http", &http], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     assert_eq!(
         stdout(&o),
@@ -62,17 +50,17 @@ fn health_records_and_cluster_talk_to_the_daemon() {
     // Without --http, health finds the daemon from its own configuration (here the env
     // var a container would set, with a wildcard address).
     let port = j.http_addr().port().to_string();
-    let o = run(
+    let o = run_joyride(
         &["health"],
         &[("JOYRIDE_HTTP_LISTEN", &format!("0.0.0.0:{port}"))],
     );
     assert!(o.status.success(), "{}", explain(&o));
-    let o = run(&["health", "--json"], &[("JOYRIDE_HTTP", &http)]);
+    let o = run_joyride(&["health", "--json"], &[("JOYRIDE_HTTP", &http)]);
     assert!(o.status.success(), "{}", explain(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "healthy");
 
-    let o = run(&["records", "--http", &http], &[]);
+    let o = run_joyride(&["records", "--http", &http], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     let table = stdout(&o);
     let lines: Vec<&str> = table.lines().collect();
@@ -89,7 +77,7 @@ fn health_records_and_cluster_talk_to_the_daemon() {
     }
     assert_eq!(lines[0].find("VALUE"), web.find("10.0.0.7"), "{table}");
 
-    let o = run(
+    let o = run_joyride(
         &["records", "--http", &http, "--filter", "web6", "--json"],
         &[],
     );
@@ -97,16 +85,16 @@ fn health_records_and_cluster_talk_to_the_daemon() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["total_records"], 1, "{v}");
     assert_eq!(v["records"][0]["ip_address"], "fd00::7");
-    let o = run(&["records", "--http", &http, "-t", "aaaa"], &[]);
+    let o = run_joyride(&["records", "--http", &http, "-t", "aaaa"], &[]);
     assert!(stdout(&o).contains("fd00::7") && !stdout(&o).contains("10.0.0.7"));
-    let o = run(
+    let o = run_joyride(
         &["records", "--http", &http, "--filter", "nothing-matches"],
         &[],
     );
     assert!(o.status.success());
     assert_eq!(stdout(&o), "no records\n");
     // The API's 400 becomes one line and exit 1.
-    let o = run(&["records", "--http", &http, "--source", "bogus"], &[]);
+    let o = run_joyride(&["records", "--http", &http, "--source", "bogus"], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -114,7 +102,7 @@ fn health_records_and_cluster_talk_to_the_daemon() {
         "{err}"
     );
 
-    let o = run(&["cluster", "--http", &http], &[]);
+    let o = run_joyride(&["cluster", "--http", &http], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     let table = stdout(&o);
     assert!(table.starts_with("cluster not enabled"), "{table}");
@@ -122,7 +110,7 @@ fn health_records_and_cluster_talk_to_the_daemon() {
         table.contains("testnode (this node)") && table.contains("alive"),
         "{table}"
     );
-    let o = run(&["cluster", "--http", &http, "--json"], &[]);
+    let o = run_joyride(&["cluster", "--http", &http, "--json"], &[]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["members"][0]["name"], "testnode");
 }
@@ -131,7 +119,7 @@ fn health_records_and_cluster_talk_to_the_daemon() {
 fn health_fails_quickly_in_one_line_when_nothing_answers() {
     let addr = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let o = run(&["health", "--http", &addr], &[]);
+    let o = run_joyride(&["health", "--http", &addr], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
     assert!(started.elapsed() < Duration::from_secs(3));
     let out = stdout(&o);
@@ -140,11 +128,11 @@ fn health_fails_quickly_in_one_line_when_nothing_answers() {
         "{out}"
     );
     assert_eq!(out.lines().count(), 1);
-    let o = run(&["records", "--http", &addr], &[]);
+    let o = run_joyride(&["records", "--http", &addr], &[]);
     assert_eq!(o.status.code(), Some(1));
-    let o = run(&["health", "--http", "localhost:1"], &[]);
+    let o = run_joyride(&["health", "--http", "localhost:1"], &[]);
     assert_eq!(o.status.code(), Some(2), "a bad address is a usage error");
-    let o = run(&["health", "--no-http"], &[]);
+    let o = run_joyride(&["health", "--no-http"], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", explain(&o));
 }
 
@@ -157,7 +145,7 @@ fn query_prints_answers_like_a_terse_dig() {
     let (j, _hosts) = daemon_with_hosts(&hosts, &["--edns-udp-size", "512"]);
     let server = j.dns.to_string();
 
-    let o = run(&["query", "web.docker", "--server", &server], &[]);
+    let o = run_joyride(&["query", "web.docker", "--server", &server], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -168,7 +156,7 @@ fn query_prints_answers_like_a_terse_dig() {
         "{out}"
     );
 
-    let o = run(&["query", "10.0.0.7", "--server", &server, "--tcp"], &[]);
+    let o = run_joyride(&["query", "10.0.0.7", "--server", &server, "--tcp"], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     assert!(
         stdout(&o).starts_with("7.0.0.10.in-addr.arpa.\t10\tIN\tPTR\tweb.docker.\n"),
@@ -177,7 +165,7 @@ fn query_prints_answers_like_a_terse_dig() {
     );
     assert!(stdout(&o).contains("(tcp)"));
 
-    let o = run(&["query", "nope.docker", "AAAA", "--server", &server], &[]);
+    let o = run_joyride(&["query", "nope.docker", "AAAA", "--server", &server], &[]);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -192,7 +180,7 @@ fn query_prints_answers_like_a_terse_dig() {
     );
 
     // 60 addresses do not fit in 512 bytes: TC over UDP, then the whole answer over TCP.
-    let o = run(
+    let o = run_joyride(
         &["query", "many.docker", "--server", &server, "--json"],
         &[],
     );
@@ -204,16 +192,16 @@ fn query_prints_answers_like_a_terse_dig() {
     assert_eq!(v["question"]["type"], "A");
 
     // Without --server: the daemon's first --dns-listen address, wildcard made loopback.
-    let o = run(
+    let o = run_joyride(
         &["query", "web.docker"],
         &[("JOYRIDE_DNS_LISTEN", &format!("0.0.0.0:{}", j.dns.port()))],
     );
     assert!(o.status.success(), "{}", explain(&o));
 
-    let o = run(&["query", "web.docker", "BOGUS", "--server", &server], &[]);
+    let o = run_joyride(&["query", "web.docker", "BOGUS", "--server", &server], &[]);
     assert_eq!(o.status.code(), Some(2));
     let nobody = format!("127.0.0.1:{}", free_port());
-    let o = run(
+    let o = run_joyride(
         &[
             "query",
             "web.docker",
@@ -234,12 +222,12 @@ fn resolver_install_and_uninstall_a_drop_in_on_a_temp_path() {
     let p = path.to_str().unwrap();
     let install = ["resolver", "install", "--systemd-resolved", "--path", p];
 
-    let o = run(&[&install[..], &["--dry-run"]].concat(), &[]);
+    let o = run_joyride(&[&install[..], &["--dry-run"]].concat(), &[]);
     assert!(o.status.success(), "{}", explain(&o));
     assert!(stdout(&o).contains("DNS=127.0.0.1:5353 [::1]:5353\nDomains=~docker\n"));
     assert!(!path.exists(), "--dry-run writes nothing");
 
-    let o = run(
+    let o = run_joyride(
         &[
             "--domain",
             "lan.test",
@@ -258,7 +246,7 @@ fn resolver_install_and_uninstall_a_drop_in_on_a_temp_path() {
         text.contains("[Resolve]\nDNS=127.0.0.1\nDomains=~lan.test\n"),
         "{text}"
     );
-    let o = run(
+    let o = run_joyride(
         &[
             "--domain",
             "lan.test",
@@ -273,7 +261,7 @@ fn resolver_install_and_uninstall_a_drop_in_on_a_temp_path() {
         &[],
     );
     assert!(stdout(&o).contains("already installed"), "{}", explain(&o));
-    let o = run(&install, &[]);
+    let o = run_joyride(&install, &[]);
     assert!(o.status.success(), "{}", explain(&o));
     assert!(
         std::fs::read_to_string(&path)
@@ -282,34 +270,34 @@ fn resolver_install_and_uninstall_a_drop_in_on_a_temp_path() {
         "replaced"
     );
 
-    let o = run(&["resolver", "uninstall", "--path", p, "--dry-run"], &[]);
+    let o = run_joyride(&["resolver", "uninstall", "--path", p, "--dry-run"], &[]);
     assert!(o.status.success() && path.exists(), "{}", explain(&o));
     // Uninstalling needs no valid configuration.
-    let o = run(
+    let o = run_joyride(
         &["resolver", "uninstall", "--path", p],
         &[("JOYRIDE_TTL", "ten")],
     );
     assert!(o.status.success() && !path.exists(), "{}", explain(&o));
-    let o = run(&["resolver", "uninstall", "--path", p], &[]);
+    let o = run_joyride(&["resolver", "uninstall", "--path", p], &[]);
     assert!(o.status.success() && stdout(&o).contains("nothing to remove"));
 
     // A file joyride did not write is never replaced nor removed.
     std::fs::write(&path, "[Resolve]\nDNS=192.0.2.1\n").unwrap();
-    let o = run(&install, &[]);
+    let o = run_joyride(&install, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
-    let o = run(&["resolver", "uninstall", "--path", p], &[]);
+    let o = run_joyride(&["resolver", "uninstall", "--path", p], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", explain(&o));
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),
         "[Resolve]\nDNS=192.0.2.1\n"
     );
-    let o = run(&["resolver", "install", "--path", p], &[]);
+    let o = run_joyride(&["resolver", "install", "--path", p], &[]);
     assert_eq!(o.status.code(), Some(2), "a kind of resolver is required");
 }
 
 #[test]
 fn resolver_print_follows_the_configuration() {
-    let o = run(
+    let o = run_joyride(
         &[
             "--domain",
             "lan.test",
@@ -338,16 +326,19 @@ fn resolver_print_follows_the_configuration() {
 #[test]
 fn completions_and_man_pages_come_from_the_cli_definition() {
     for shell in ["bash", "zsh", "fish"] {
-        let o = run(&["completions", shell], &[]);
+        let o = run_joyride(&["completions", shell], &[]);
         assert!(o.status.success(), "{shell}: {}", explain(&o));
         let out = stdout(&o);
         for word in ["records", "hosts-dir", "resolver"] {
             assert!(out.contains(word), "{shell} completions lack {word}");
         }
     }
-    assert_eq!(run(&["completions", "tcsh"], &[]).status.code(), Some(2));
+    assert_eq!(
+        run_joyride(&["completions", "tcsh"], &[]).status.code(),
+        Some(2)
+    );
 
-    let o = run(&["man"], &[]);
+    let o = run_joyride(&["man"], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     let page = stdout(&o);
     assert!(
@@ -358,7 +349,7 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
         assert!(page.contains(word), "man page lacks {word}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&["man", "--dir", dir.path().to_str().unwrap()], &[]);
+    let o = run_joyride(&["man", "--dir", dir.path().to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", explain(&o));
     for page in [
         "joyride.1",
