@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{processes_mentioning, tail, wait_until, JOYRIDE};
+use crate::support::{reap_engine_leftovers, tail, wait_until, JOYRIDE};
 use crate::testbed::{self, Testbed};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -223,19 +223,7 @@ impl Drop for HostEngine {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // What is left of it (containerd, shims) names our directory on its command line.
-        for pid in processes_mentioning(&self.dir) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-        }
-        // dockerd bind-mounts its data root onto itself.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.join("data"))
-            .stderr(Stdio::null())
-            .status();
+        reap_engine_leftovers(&self.dir);
         if std::thread::panicking() {
             eprintln!(
                 "--- dockerd {} (tail) ---\n{}",

@@ -625,18 +625,7 @@ impl Drop for PrivateEngine {
                 let _ = c.wait();
             }
         }
-        // A killed engine leaves its containerd and shims behind: they name our directory.
-        for pid in processes_mentioning(&self.dir) {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-        }
-        // dockerd bind-mounts its data root onto itself.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.join("data"))
-            .status();
+        reap_engine_leftovers(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])

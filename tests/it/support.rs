@@ -499,3 +499,20 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// After a private dockerd under `dir` stopped (or was killed): kills what is left of it
+/// (containerd, shims: they name `dir` on their command lines) and unmounts its data root,
+/// which dockerd bind-mounts onto itself.
+pub fn reap_engine_leftovers(dir: &Path) {
+    for pid in processes_mentioning(dir) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
+    }
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(dir.join("data"))
+        .stderr(Stdio::null())
+        .status();
+}
