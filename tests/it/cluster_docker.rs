@@ -12,10 +12,9 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::support::{reap_engine_leftovers, tail, wait_until, JOYRIDE};
+use crate::support::{reap_engine_leftovers, tail, unique_name, wait_until, JOYRIDE};
 use crate::testbed::{self, Testbed};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -69,21 +68,6 @@ macro_rules! need_engines {
             return;
         }
     };
-}
-
-/// `tag-<pid>-<n>-<random>`: unique across tests, runs and engineers.
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{tag}-{}-{}-{:04x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        nanos % 0xffff
-    )
 }
 
 /// Runs `docker -H host args...`.
@@ -245,7 +229,7 @@ impl Engines {
     /// One engine per host of `bed` (bridge 172.31.N.1/24 on host N), started in parallel,
     /// each with the test image loaded.
     fn start(bed: &Testbed) -> Engines {
-        let dir = PathBuf::from(format!("/tmp/{}", unique("jrcd")));
+        let dir = PathBuf::from(format!("/tmp/{}", unique_name("jrcd")));
         std::fs::create_dir_all(&dir).unwrap();
         let tar = dir.join("image.tar");
         let saved = Command::new("docker")
@@ -468,7 +452,7 @@ fn cluster_docker_containers_resolve_on_every_host() {
     eprintln!("cluster of 3 formed after {:?}", t.elapsed());
 
     // A container on host 1 resolves on hosts 2 and 3 to its address on host 1's engine.
-    let web = unique("web");
+    let web = unique_name("web");
     e[0].docker(&["run", "-d", "--name", &web, IMAGE, "sleep", "3600"]);
     let started = Instant::now();
     let ip = e[0].docker(&[
@@ -505,7 +489,7 @@ fn cluster_docker_containers_resolve_on_every_host() {
     assert!(h1.a(&fqdn).is_empty(), "and on its own host");
 
     // `joyride.host.name` on host 2 points at host 2's address, on hosts 1 and 3.
-    let app = unique("app");
+    let app = unique_name("app");
     let label = format!("joyride.host.name={app}.example.com");
     e[1].docker(&[
         "run", "-d", "--name", &app, "-l", &label, "-p", "18080:80", IMAGE, "sleep", "3600",

@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::*;
@@ -20,21 +19,6 @@ const MAIN_ENGINE: &str = "unix:///var/run/docker.sock";
 const HOST_IP: &str = "127.0.0.2";
 /// How long a change may take to show; far above the target, to be safe on a busy machine.
 const SHOW: Duration = Duration::from_secs(10);
-
-/// A name no other test (or engineer) uses: `jrt-<pid>-<n>-<random>`.
-fn unique() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "jrt-{}-{}-{:04x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        nanos % 0xffff
-    )
-}
 
 /// A Docker engine reached with the docker CLI.
 #[derive(Clone)]
@@ -202,7 +186,7 @@ fn srv(j: &Joyride, name: &str) -> Message {
 #[test]
 fn docker_every_naming_scheme_for_a_container_started_before_joyride() {
     let Some(engine) = Engine::main() else { return };
-    let n = unique();
+    let n = unique_name("jrt");
     let net = engine.network(&format!("{n}-net"));
     let c = engine.run(
         &n,
@@ -288,7 +272,7 @@ fn docker_every_naming_scheme_for_a_container_started_before_joyride() {
 #[test]
 fn docker_labels_ttl_ignore_and_network_choice() {
     let Some(engine) = Engine::main() else { return };
-    let n = unique();
+    let n = unique_name("jrt");
     let net = engine.network(&format!("{n}-net"));
     let on_two = |name: &str, labels: &[&str]| {
         let mut opts = vec!["--network", net.name.as_str()];
@@ -331,7 +315,7 @@ fn docker_labels_ttl_ignore_and_network_choice() {
 fn docker_lifecycle_events() {
     let Some(engine) = Engine::main() else { return };
     let j = joyride(&engine, &[]);
-    let n = unique();
+    let n = unique_name("jrt");
     let name = format!("{n}.docker");
     let c = engine.run(&n, &[]);
     expect_addresses(&j, &name, &[&c.ip("bridge")]);
@@ -364,7 +348,7 @@ fn docker_lifecycle_events() {
 fn docker_two_containers_share_a_name() {
     let Some(engine) = Engine::main() else { return };
     let j = joyride(&engine, &[]);
-    let n = unique();
+    let n = unique_name("jrt");
     let labels = [
         "-l",
         "com.docker.compose.service=api",
@@ -384,7 +368,7 @@ fn docker_two_containers_share_a_name() {
 fn docker_rename() {
     let Some(engine) = Engine::main() else { return };
     let j = joyride(&engine, &[]);
-    let n = unique();
+    let n = unique_name("jrt");
     let mut c = engine.run(&n, &[]);
     let ip = c.ip("bridge");
     expect_addresses(&j, &format!("{n}.docker"), &[&ip]);
@@ -399,7 +383,7 @@ fn docker_rename() {
 fn docker_network_connect_and_disconnect() {
     let Some(engine) = Engine::main() else { return };
     let j = joyride(&engine, &[]);
-    let n = unique();
+    let n = unique_name("jrt");
     let net = engine.network(&format!("{n}-net"));
     let c = engine.run(&n, &[]);
     let bridge = c.ip("bridge");
@@ -420,7 +404,7 @@ fn docker_network_connect_and_disconnect() {
 fn docker_healthy_only_gating() {
     let Some(engine) = Engine::main() else { return };
     let j = joyride(&engine, &[]);
-    let n = unique();
+    let n = unique_name("jrt");
     let c = engine.run(
         &n,
         &[
@@ -445,7 +429,7 @@ fn docker_healthy_only_gating() {
 #[test]
 fn docker_events_during_the_initial_list() {
     let Some(engine) = Engine::main() else { return };
-    let n = unique();
+    let n = unique_name("jrt");
     let count = 12;
     let names: Vec<String> = (0..count).map(|i| format!("{n}-{i}")).collect();
     // Containers start while joyride starts, subscribes and lists.
@@ -520,7 +504,7 @@ struct PrivateEngine {
 
 impl PrivateEngine {
     fn start() -> PrivateEngine {
-        let id = unique();
+        let id = unique_name("jrt");
         let dir = PathBuf::from(format!("/tmp/{id}"));
         std::fs::create_dir_all(&dir).unwrap();
         let engine = Engine {
@@ -646,7 +630,7 @@ fn docker_engine_killed_and_restarted_under_a_running_joyride() {
     }
     let mut pe = PrivateEngine::start();
     let engine = pe.engine.clone();
-    let n = unique();
+    let n = unique_name("jrt");
     let label = |suffix: &str| format!("joyride.host.name={n}-{suffix}.example.test");
     let opts = |suffix: &str, restart: &str| -> Vec<String> {
         vec![

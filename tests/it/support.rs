@@ -516,3 +516,19 @@ pub fn reap_engine_leftovers(dir: &Path) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// A name no other test, run or engineer uses: `tag-<pid>-<n>-<random>`.
+pub fn unique_name(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{tag}-{}-{}-{:04x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 0xffff
+    )
+}
