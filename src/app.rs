@@ -209,6 +209,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config: ServerConfig {
             max_udp_size: config.edns_udp_size,
             udp_threads: config.udp_threads,
+            udp_coalesce: config.udp_coalesce,
             tcp_idle_timeout: config.tcp_idle_timeout,
             max_tcp_connections: config.max_tcp_connections,
         },

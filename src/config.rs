@@ -112,6 +112,11 @@ pub struct Cli {
     #[arg(long, env = "JOYRIDE_UDP_THREADS", value_name = "N")]
     pub udp_threads: Option<String>,
 
+    /// Microseconds a busy UDP worker lets queries gather before its next batch; 0: never
+    /// [default: 50]. Only when queries come faster than one per window; see README.
+    #[arg(long, env = "JOYRIDE_UDP_COALESCE_US", value_name = "MICROSECONDS")]
+    pub udp_coalesce_us: Option<String>,
+
     /// Seconds a TCP connection may stay idle before it is closed [default: 10].
     #[arg(long, env = "JOYRIDE_TCP_IDLE_TIMEOUT", value_name = "SECONDS")]
     pub tcp_idle_timeout: Option<String>,
@@ -294,6 +299,7 @@ pub struct FileConfig {
     pub node_name: Option<String>,
     pub edns_udp_size: Option<u16>,
     pub udp_threads: Option<usize>,
+    pub udp_coalesce_us: Option<u64>,
     pub tcp_idle_timeout: Option<f64>,
     pub max_tcp_connections: Option<usize>,
     pub http_listen: Option<String>,
@@ -378,6 +384,8 @@ pub struct Config {
     pub node_name: String,
     pub edns_udp_size: u16,
     pub udp_threads: usize,
+    /// See `ServerConfig::udp_coalesce`.
+    pub udp_coalesce: Duration,
     pub tcp_idle_timeout: Duration,
     pub max_tcp_connections: usize,
     /// Where the web server listens; `None` with `--no-http`.
@@ -740,6 +748,9 @@ fn seconds(key: &str, v: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// `--udp-coalesce-us` when not given.
+pub const DEFAULT_UDP_COALESCE_US: u64 = 50;
+
 fn number<T>(key: &str, v: &str, min: T, max: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
@@ -947,6 +958,15 @@ impl Config {
                 .udp_threads
                 .map_or(Ok(cpus), |n| number("udp-threads", &n.to_string(), 1, 256))?,
         };
+        let udp_coalesce_us = match &cli.udp_coalesce_us {
+            Some(v) => number("--udp-coalesce-us", v, 0, 1000)?,
+            None => file
+                .udp_coalesce_us
+                .map_or(Ok(DEFAULT_UDP_COALESCE_US), |n| {
+                    number("udp-coalesce-us", &n.to_string(), 0, 1000)
+                })?,
+        };
+        let udp_coalesce = Duration::from_micros(udp_coalesce_us);
         let tcp_idle_timeout = match &cli.tcp_idle_timeout {
             Some(v) => seconds("--tcp-idle-timeout", v)?,
             None => match file.tcp_idle_timeout {
@@ -1101,6 +1121,7 @@ impl Config {
             node_name,
             edns_udp_size,
             udp_threads,
+            udp_coalesce,
             tcp_idle_timeout,
             max_tcp_connections,
             http_listen,
@@ -1293,6 +1314,12 @@ ttl = 60
             (&["--domain", "bad domain"], "", "for --domain"),
             (&["--upstream", "nowhere"], "", "for --upstream"),
             (&["--edns-udp-size", "100"], "", "must be from 512 to 4096"),
+            (
+                &["--udp-coalesce-us", "5000"],
+                "",
+                "invalid value \"5000\" for --udp-coalesce-us: must be from 0 to 1000",
+            ),
+            (&[], "udp-coalesce-us = 2000", "for udp-coalesce-us"),
             (&["--upstream-timeout", "0"], "", "for --upstream-timeout"),
             (&["--log-level", "=[bad"], "", "for --log-level"),
             (

@@ -52,15 +52,24 @@ impl WorkerStats {
         self.by_type[t].fetch_add(1, Relaxed);
     }
 
+    /// `n` answers that took `nanos` together, each counted with their mean.
     #[inline]
-    pub fn latency(&self, nanos: u64) {
-        let us = nanos / 1000;
+    pub fn latency_batch(&self, n: u64, nanos: u64) {
+        let Some(mean) = nanos.checked_div(n) else {
+            return;
+        };
+        let us = mean / 1000;
         let b = LATENCY_BUCKETS_US
             .iter()
             .position(|&le| us <= le)
             .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency[b].fetch_add(1, Relaxed);
+        self.latency[b].fetch_add(n, Relaxed);
         self.latency_sum_ns.fetch_add(nanos, Relaxed);
+    }
+
+    #[inline]
+    pub fn latency(&self, nanos: u64) {
+        self.latency_batch(1, nanos);
     }
 }
 

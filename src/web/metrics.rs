@@ -140,7 +140,7 @@ pub fn render(m: &MetricsInput) -> String {
         &mut o,
         "joyride_dns_answer_duration_seconds",
         "histogram",
-        "Time from receiving a query to sending its answer.",
+        "Time spent building answers from joyride's own records (UDP: the mean over the batch a query came in).",
     );
     for (le, n) in &m.stats.latency_buckets {
         let _ = writeln!(
