@@ -32,6 +32,8 @@ use crate::records::SnapshotReader;
 const UDP_WAKE: Duration = Duration::from_millis(200);
 /// Datagrams received (and replies sent) per system call.
 const UDP_BATCH: usize = 32;
+/// Fewest queries in one batch that let a UDP worker pause to gather more (`Pacer`).
+const MIN_GATHERED: usize = 3;
 /// Largest query read; a longer datagram is cut there (and then fails to parse: FORMERR).
 const MAX_UDP_QUERY: usize = 4096;
 /// Most forwarded queries in flight at once; past that a query gets SERVFAIL at once.
@@ -453,11 +455,13 @@ impl TcpServer {
 /// At a steady moderate rate (tens of thousands of queries a second on one core) every
 /// query would otherwise cost a wake-up, a receive and a send of its own, and each reply a
 /// wake-up of the client; most of that is per system call, not per byte. When the last
-/// wait for a query was shorter than the window, the worker sleeps for the window and then
-/// takes what came in one `recvmmsg` and answers it with one `sendmmsg`. A query waits at
-/// most the window longer. Below one query per window (a quiet home network) the worker
-/// never sleeps and answers each query the moment it arrives; under full load batches are
-/// already full and it does not sleep either.
+/// wait for a query was shorter than the window and it brought several queries at once
+/// (`MIN_GATHERED`: many clients, or many queries in flight), the worker sleeps for the
+/// window and then takes what came in one `recvmmsg` and answers it with one `sendmmsg`. A
+/// query waits at most the window longer. Below one query per window (a quiet home network)
+/// the worker never sleeps and answers each query the moment it arrives; neither does it for
+/// a lone client asking one query at a time, or an A and AAAA pair, however fast; under full
+/// load batches are already full and it does not sleep either.
 struct Pacer {
     window: Duration,
     sleep: bool,
@@ -473,7 +477,9 @@ impl Pacer {
 
     /// `n` datagrams came after waiting `waited` for the first.
     fn received(&mut self, n: usize, waited: Duration) {
-        self.sleep = !self.window.is_zero() && n < UDP_BATCH && waited < self.window;
+        self.sleep = !self.window.is_zero()
+            && (MIN_GATHERED..UDP_BATCH).contains(&n)
+            && waited < self.window;
     }
 
     /// How long to let queries gather before the next receive.
@@ -512,6 +518,17 @@ mod tests {
         // The stream stopped: the next query waited long; answer without pausing again.
         p.received(1, Duration::from_millis(1));
         assert_eq!(p.pause(), None);
+    }
+
+    #[test]
+    fn pacer_never_delays_a_lone_client_asking_in_turn() {
+        let mut p = Pacer::new(W);
+        // One query at a time, the next sent as soon as the answer came back (a script
+        // resolving names in a loop); or getaddrinfo's A and AAAA pair.
+        for n in [1, 2, 1, 2, 2, 1] {
+            p.received(n, Duration::from_micros(15));
+            assert_eq!(p.pause(), None, "{n} queries");
+        }
     }
 
     #[test]
