@@ -19,11 +19,29 @@ pub const QNAME_POINTER: [u8; 2] = [0xC0, 0x0C];
 const CLASS_IN: [u8; 2] = [0, 1];
 const RRSET_HEADER: usize = 8;
 
-/// A name's records in wire format, grouped into RRsets by type. One shared allocation;
-/// cloning is a reference-count increment.
+/// A name's records in wire format, grouped into RRsets by type, together with the name
+/// itself (the key it is found by) and the store's note of where the records came from.
+/// One shared allocation; cloning is a reference-count increment.
+///
+/// Layout: `[key length u8][key: lowercase wire name][n u32][n contributions, 8 bytes
+/// each][RRsets]`. Keeping the key and the contributions inside the entry saves a key
+/// allocation and a map entry per name (a million hosts records are two million names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameEntry {
     blob: Arc<[u8]>,
+}
+
+/// One record's contribution to a name, as the store tracks it: the owner's id and the
+/// record's index in that owner's list (with `Contribution::DERIVED` set: the PTR derived
+/// from that record's address).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Contribution {
+    pub owner: u32,
+    pub index: u32,
+}
+
+impl Contribution {
+    pub const DERIVED: u32 = 1 << 31;
 }
 
 /// One RRset of a `NameEntry`.
@@ -36,11 +54,28 @@ pub struct RrSet<'a> {
 }
 
 impl NameEntry {
-    /// Builds the entry from every record of one name. Identical data from several owners
-    /// appears once; an RRset's TTL is the lowest TTL among its records (RFC 2181 5.2).
-    pub fn build(mut records: Vec<(RData, u32)>) -> NameEntry {
+    /// Builds the entry of the name `key` (lowercase wire form) from every record of it and
+    /// the contributions they come from, plus RRsets prepared elsewhere (`extra`: type,
+    /// count, records; the apex's NS and SOA). Identical data from several owners appears
+    /// once; an RRset's TTL is the lowest TTL among its records (RFC 2181 5.2). `scratch`
+    /// is a buffer reused between calls.
+    pub fn build(
+        scratch: &mut Vec<u8>,
+        key: &[u8],
+        contributions: &[Contribution],
+        records: &mut [(RData, u32)],
+        extra: &[(RType, u16, &[u8])],
+    ) -> NameEntry {
         records.sort_by_key(|r| r.0.rtype());
-        let mut blob = Vec::with_capacity(records.len() * 24 + 8);
+        let blob = scratch;
+        blob.clear();
+        blob.push(key.len() as u8);
+        blob.extend_from_slice(key);
+        blob.extend_from_slice(&(contributions.len() as u32).to_le_bytes());
+        for c in contributions {
+            blob.extend_from_slice(&c.owner.to_le_bytes());
+            blob.extend_from_slice(&c.index.to_le_bytes());
+        }
         let mut i = 0;
         while i < records.len() {
             let rtype = records[i].0.rtype();
@@ -53,13 +88,11 @@ impl NameEntry {
             let header_at = blob.len();
             blob.extend_from_slice(&[0; RRSET_HEADER]);
             let mut count: u16 = 0;
-            let mut seen: Vec<&RData> = Vec::with_capacity(set.len());
-            for (data, _) in set {
-                if seen.contains(&data) || count == u16::MAX {
+            for (k, (data, _)) in set.iter().enumerate() {
+                if set[..k].iter().any(|(d, _)| d == data) || count == u16::MAX {
                     continue;
                 }
-                seen.push(data);
-                write_rr(&mut blob, rtype, ttl, |out| encode_rdata(data, out));
+                write_rr(blob, rtype, ttl, |out| encode_rdata(data, out));
                 count += 1;
             }
             let len = (blob.len() - header_at - RRSET_HEADER) as u32;
@@ -68,21 +101,50 @@ impl NameEntry {
             blob[header_at + 4..header_at + 8].copy_from_slice(&len.to_be_bytes());
             i = j;
         }
-        NameEntry { blob: blob.into() }
+        for (rtype, count, wire) in extra {
+            blob.extend_from_slice(&rtype.0.to_be_bytes());
+            blob.extend_from_slice(&count.to_be_bytes());
+            blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
+            blob.extend_from_slice(wire);
+        }
+        NameEntry {
+            blob: Arc::from(&blob[..]),
+        }
     }
 
-    /// Adds an RRset built elsewhere (the apex SOA): `wire` holds `count` records.
-    pub fn with_rrset(self, rtype: RType, count: u16, wire: &[u8]) -> NameEntry {
-        let mut blob = self.blob.to_vec();
-        blob.extend_from_slice(&rtype.0.to_be_bytes());
-        blob.extend_from_slice(&count.to_be_bytes());
-        blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
-        blob.extend_from_slice(wire);
-        NameEntry { blob: blob.into() }
+    /// The name, in lowercase wire form.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        &self.blob[1..1 + self.blob[0] as usize]
+    }
+
+    /// Where the contribution count is.
+    #[inline]
+    fn count_at(&self) -> usize {
+        1 + self.blob[0] as usize
+    }
+
+    /// Where the RRsets start.
+    #[inline]
+    fn rrsets_at(&self) -> usize {
+        let at = self.count_at();
+        let n = u32::from_le_bytes(self.blob[at..at + 4].try_into().expect("4 bytes"));
+        at + 4 + 8 * n as usize
+    }
+
+    /// The contributions the entry was built from, in order.
+    pub fn contributions(&self) -> impl ExactSizeIterator<Item = Contribution> + '_ {
+        let at = self.count_at() + 4;
+        self.blob[at..self.rrsets_at()]
+            .chunks_exact(8)
+            .map(|c| Contribution {
+                owner: u32::from_le_bytes(c[..4].try_into().expect("4 bytes")),
+                index: u32::from_le_bytes(c[4..].try_into().expect("4 bytes")),
+            })
     }
 
     pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
-        let mut at = 0;
+        let mut at = self.rrsets_at();
         let blob = &self.blob;
         std::iter::from_fn(move || {
             if at + RRSET_HEADER > blob.len() {
@@ -103,7 +165,7 @@ impl NameEntry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blob.is_empty()
+        self.rrsets_at() == self.blob.len()
     }
 
     /// Bytes held, for memory accounting.
@@ -253,14 +315,28 @@ mod tests {
 
     #[test]
     fn groups_dedupes_and_takes_lowest_ttl() {
-        let entry = NameEntry::build(vec![
-            (RData::A("10.0.0.2".parse().unwrap()), 30),
-            (RData::Txt("hi".into()), 10),
-            (RData::A("10.0.0.1".parse().unwrap()), 10),
-            (RData::A("10.0.0.2".parse().unwrap()), 60),
-        ]);
+        let key = n("web.docker").to_wire();
+        let contribs = [Contribution {
+            owner: 3,
+            index: 7 | Contribution::DERIVED,
+        }];
+        let entry = NameEntry::build(
+            &mut Vec::new(),
+            &key,
+            &contribs,
+            &mut [
+                (RData::A("10.0.0.2".parse().unwrap()), 30),
+                (RData::Txt("hi".into()), 10),
+                (RData::A("10.0.0.1".parse().unwrap()), 10),
+                (RData::A("10.0.0.2".parse().unwrap()), 60),
+            ],
+            &[(RType::NS, 1, b"not parsed")],
+        );
+        assert_eq!(entry.key(), &key[..]);
+        assert_eq!(entry.contributions().collect::<Vec<_>>(), contribs);
+        assert_eq!(entry.rrset(RType::NS).unwrap().wire, b"not parsed");
         let sets: Vec<_> = entry.rrsets().collect();
-        assert_eq!(sets.len(), 2);
+        assert_eq!(sets.len(), 3);
         assert_eq!(sets[0].rtype, RType::A);
         assert_eq!(sets[0].count, 2);
         assert_eq!(sets[1].rtype, RType::TXT);
