@@ -167,9 +167,12 @@ impl Name {
 
     /// Appends the name in DNS wire format (lowercase labels, closing zero byte).
     pub fn write_wire(&self, out: &mut Vec<u8>) {
-        for label in self.labels() {
-            out.push(label.len() as u8);
-            out.extend_from_slice(label.as_bytes());
+        out.reserve(self.0.len() + 2);
+        if !self.is_root() {
+            for label in self.0.as_bytes().split(|&b| b == b'.') {
+                out.push(label.len() as u8);
+                out.extend_from_slice(label);
+            }
         }
         out.push(0);
     }

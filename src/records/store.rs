@@ -64,6 +64,8 @@ pub struct ZoneConfig {
 }
 
 const DERIVED: u32 = Contribution::DERIVED;
+/// Most records one owner may assert (a record's index is packed in 30 bits in `Work`).
+const MAX_OWNER_RECORDS: usize = 1 << 30;
 
 /// An owner and its records, as asserted.
 struct OwnerSlot {
@@ -200,7 +202,12 @@ impl Store {
         None
     }
 
-    fn replace(&mut self, owner: OwnerKey, records: Vec<Record>) {
+    fn replace(&mut self, owner: OwnerKey, mut records: Vec<Record>) {
+        if records.len() > MAX_OWNER_RECORDS {
+            tracing::warn!(owner = %owner.owner, records = records.len(), kept = MAX_OWNER_RECORDS,
+                "too many records for one owner; the rest are ignored");
+            records.truncate(MAX_OWNER_RECORDS);
+        }
         let id = match self.owner_ids.get(&owner) {
             Some(&id) => id,
             None if records.is_empty() => return,
@@ -230,18 +237,14 @@ impl Store {
                         continue;
                     }
                     let hash = FxBuildHasher.hash_one(&key[..]);
-                    work.push(Work {
-                        order: hash.rotate_left(SHARD_ROTATION),
-                        seq: (i as u64) << 2 | (derived as u64) << 1 | is_old as u64,
-                    });
+                    work.push(Work::new(hash, i, derived, is_old));
                 }
             }
         }
-        work.sort_unstable_by_key(|w| (w.order, w.seq));
-        let record_of = |w: &Work| -> (&Record, bool) {
-            let records = if w.seq & 1 == 1 { &old } else { &new };
-            let records = records.as_deref().expect("work only for present records");
-            (&records[(w.seq >> 2) as usize], w.seq & 2 != 0)
+        work.sort_unstable();
+        let record_of = |w: &Work| -> &Record {
+            let records = if w.is_old() { &old } else { &new };
+            &records.as_deref().expect("work only for present records")[w.index()]
         };
         match &new {
             Some(records) => {
@@ -255,21 +258,21 @@ impl Store {
                 self.free_ids.push(id);
             }
         }
-        // Names in one run of equal hashes: almost always one.
+        // Names in one run of equal (shortened) hashes: almost always one.
         let mut names: Vec<(Vec<u8>, SmallVec<[Contribution; 4]>)> = Vec::new();
         let mut run_start = 0;
         while run_start < work.len() {
-            let order = work[run_start].order;
+            let order = work[run_start].order();
             let run_end = run_start
                 + work[run_start..]
                     .iter()
-                    .take_while(|w| w.order == order)
+                    .take_while(|w| w.order() == order)
                     .count();
             names.clear();
             for w in &work[run_start..run_end] {
-                let (record, derived) = record_of(w);
+                let derived = w.is_derived();
                 key.clear();
-                write_key(record, derived, &mut key);
+                write_key(record_of(w), derived, &mut key);
                 let at = match names.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,
                     None => {
@@ -277,8 +280,8 @@ impl Store {
                         names.len() - 1
                     }
                 };
-                if w.seq & 1 == 0 {
-                    let index = (w.seq >> 2) as u32 | if derived { DERIVED } else { 0 };
+                if !w.is_old() {
+                    let index = w.index() as u32 | if derived { DERIVED } else { 0 };
                     names[at].1.push(Contribution { owner: id, index });
                 }
             }
@@ -415,15 +418,34 @@ impl Store {
     }
 }
 
-/// One name a change touches: `order` is its hash, rotated so that the shard bits lead;
-/// `seq` is the record's index << 2 | derived << 1 | whether from the old records.
-struct Work {
-    order: u64,
-    seq: u64,
-}
+/// One name a change touches, packed in eight bytes (a million records make four million
+/// of these when replaced): from the top, the shard (the hash bits `shard_of` takes), 24
+/// more bits of the name's hash, then the record's index, whether this is the PTR derived
+/// from it, and whether it is one of the owner's old records. Sorted, equal names are
+/// adjacent (names that only share these hash bits too, which the key comparison tells
+/// apart) and a name's new contributions come in record order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Work(u64);
 
-/// Puts the bits `shard_of` takes (32..40) at the top of the hash.
-const SHARD_ROTATION: u32 = 24;
+impl Work {
+    fn new(hash: u64, index: usize, derived: bool, is_old: bool) -> Work {
+        let shard = (hash >> 32) & 0xff;
+        let order = shard << 24 | (hash & 0xff_ffff);
+        Work(order << 32 | (index as u64) << 2 | (derived as u64) << 1 | is_old as u64)
+    }
+    fn order(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn index(self) -> usize {
+        (self.0 as u32 >> 2) as usize
+    }
+    fn is_derived(self) -> bool {
+        self.0 & 2 != 0
+    }
+    fn is_old(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
 
 /// Writes the lowercase wire name that `record` contributes to: its own name, or with
 /// `derived` the reverse name of its address. False when it has no such name (derived, for
@@ -591,6 +613,7 @@ impl StoreTask {
 mod tests {
     use super::*;
     use crate::records::RType;
+    use std::net::Ipv4Addr;
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()
@@ -761,6 +784,44 @@ mod tests {
                 };
                 assert_eq!(sets(got), sets(&want), "step {step}");
             }
+        }
+    }
+
+    /// Enough names that some share the hash bits `Work` sorts by, so runs of several
+    /// names are told apart by their keys.
+    #[test]
+    fn names_sharing_sort_bits_stay_apart() {
+        let names: Vec<Name> = (0..100_000).map(|i| n(&format!("h{i}.docker"))).collect();
+        let mut orders: Vec<u32> = names
+            .iter()
+            .map(|name| {
+                Work::new(FxBuildHasher.hash_one(&name.to_wire()[..]), 0, false, false).order()
+            })
+            .collect();
+        orders.sort_unstable();
+        let shared = orders.windows(2).filter(|w| w[0] == w[1]).count();
+        assert!(shared > 0, "the test needs names sharing sort bits");
+        let mut s = store();
+        let records: Vec<Record> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Record::new(name.clone(), RData::A(Ipv4Addr::from(i as u32))))
+            .collect();
+        s.apply(Change::Replace {
+            owner: owner("big"),
+            records,
+        });
+        let snap = s.snapshot();
+        assert_eq!(snap.name_count(), 2 * names.len() + 3);
+        for (i, name) in names.iter().enumerate() {
+            let e = snap.lookup(&name.to_wire()).expect("name present");
+            assert_eq!(e.rrset(RType::A).map(|s| s.count), Some(1));
+            assert_eq!(e.contributions().collect::<Vec<_>>().len(), 1);
+            let ptr = snap.lookup(&Name::reverse(IpAddr::V4(Ipv4Addr::from(i as u32))).to_wire());
+            assert_eq!(
+                ptr.and_then(|e| e.rrset(RType::PTR)).map(|s| s.count),
+                Some(1)
+            );
         }
     }
 

@@ -10,7 +10,8 @@
 //! Names inside RDATA are written uncompressed and lowercase.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+
+use triomphe::ThinArc;
 
 use super::{Name, RData, RType};
 
@@ -21,15 +22,20 @@ const RRSET_HEADER: usize = 8;
 
 /// A name's records in wire format, grouped into RRsets by type, together with the name
 /// itself (the key it is found by) and the store's note of where the records came from.
-/// One shared allocation; cloning is a reference-count increment.
+/// One shared allocation behind a thin (8-byte) pointer; cloning is a reference-count
+/// increment.
 ///
-/// Layout: `[key length u8][key: lowercase wire name][n u32][n contributions, 8 bytes
-/// each][RRsets]`. Keeping the key and the contributions inside the entry saves a key
-/// allocation and a map entry per name (a million hosts records are two million names).
+/// Layout: `[key length u8][key: lowercase wire name][n: u8, or 255 then u32][n
+/// contributions, 8 bytes each][RRsets]`. Keeping the key and the contributions inside the
+/// entry saves a key allocation and a map entry per name (a million hosts records are two
+/// million names), and the thin pointer halves the slots of the shards' tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameEntry {
-    blob: Arc<[u8]>,
+    blob: ThinArc<(), u8>,
 }
+
+/// A contribution count of this or more is written as this byte and a u32.
+const LONG_COUNT: u8 = u8::MAX;
 
 /// One record's contribution to a name, as the store tracks it: the owner's id and the
 /// record's index in that owner's list (with `Contribution::DERIVED` set: the PTR derived
@@ -71,7 +77,13 @@ impl NameEntry {
         blob.clear();
         blob.push(key.len() as u8);
         blob.extend_from_slice(key);
-        blob.extend_from_slice(&(contributions.len() as u32).to_le_bytes());
+        match u8::try_from(contributions.len()) {
+            Ok(n) if n < LONG_COUNT => blob.push(n),
+            _ => {
+                blob.push(LONG_COUNT);
+                blob.extend_from_slice(&(contributions.len() as u32).to_le_bytes());
+            }
+        }
         for c in contributions {
             blob.extend_from_slice(&c.owner.to_le_bytes());
             blob.extend_from_slice(&c.index.to_le_bytes());
@@ -108,34 +120,45 @@ impl NameEntry {
             blob.extend_from_slice(wire);
         }
         NameEntry {
-            blob: Arc::from(&blob[..]),
+            blob: ThinArc::from_header_and_slice((), blob),
         }
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.blob.slice
     }
 
     /// The name, in lowercase wire form.
     #[inline]
     pub fn key(&self) -> &[u8] {
-        &self.blob[1..1 + self.blob[0] as usize]
+        let b = self.bytes();
+        &b[1..1 + b[0] as usize]
     }
 
-    /// Where the contribution count is.
+    /// Where the contributions start and end.
     #[inline]
-    fn count_at(&self) -> usize {
-        1 + self.blob[0] as usize
+    fn contributions_span(&self) -> (usize, usize) {
+        let b = self.bytes();
+        let at = 1 + b[0] as usize;
+        if b[at] < LONG_COUNT {
+            (at + 1, at + 1 + 8 * b[at] as usize)
+        } else {
+            let n = u32::from_le_bytes(b[at + 1..at + 5].try_into().expect("4 bytes"));
+            (at + 5, at + 5 + 8 * n as usize)
+        }
     }
 
     /// Where the RRsets start.
     #[inline]
     fn rrsets_at(&self) -> usize {
-        let at = self.count_at();
-        let n = u32::from_le_bytes(self.blob[at..at + 4].try_into().expect("4 bytes"));
-        at + 4 + 8 * n as usize
+        self.contributions_span().1
     }
 
     /// The contributions the entry was built from, in order.
     pub fn contributions(&self) -> impl ExactSizeIterator<Item = Contribution> + '_ {
-        let at = self.count_at() + 4;
-        self.blob[at..self.rrsets_at()]
+        let (start, end) = self.contributions_span();
+        self.bytes()[start..end]
             .chunks_exact(8)
             .map(|c| Contribution {
                 owner: u32::from_le_bytes(c[..4].try_into().expect("4 bytes")),
@@ -145,7 +168,7 @@ impl NameEntry {
 
     pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
         let mut at = self.rrsets_at();
-        let blob = &self.blob;
+        let blob = self.bytes();
         std::iter::from_fn(move || {
             if at + RRSET_HEADER > blob.len() {
                 return None;
@@ -165,12 +188,12 @@ impl NameEntry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rrsets_at() == self.blob.len()
+        self.rrsets_at() == self.bytes().len()
     }
 
     /// Bytes held, for memory accounting.
     pub fn heap_size(&self) -> usize {
-        self.blob.len()
+        self.bytes().len()
     }
 }
 
@@ -335,6 +358,15 @@ mod tests {
         assert_eq!(entry.key(), &key[..]);
         assert_eq!(entry.contributions().collect::<Vec<_>>(), contribs);
         assert_eq!(entry.rrset(RType::NS).unwrap().wire, b"not parsed");
+        // Counts of 255 and more take the long form.
+        for n in [254, 255, 300] {
+            let many: Vec<_> = (0..n)
+                .map(|i| Contribution { owner: i, index: 1 })
+                .collect();
+            let e = NameEntry::build(&mut Vec::new(), &key, &many, &mut [], &[]);
+            assert_eq!(e.contributions().collect::<Vec<_>>(), many);
+            assert!(e.is_empty() && e.rrsets().next().is_none());
+        }
         let sets: Vec<_> = entry.rrsets().collect();
         assert_eq!(sets.len(), 3);
         assert_eq!(sets[0].rtype, RType::A);
