@@ -25,8 +25,9 @@ const RRSET_HEADER: usize = 8;
 /// One shared allocation behind a thin (8-byte) pointer; cloning is a reference-count
 /// increment.
 ///
-/// Layout: `[key length u8][key: lowercase wire name][n: u8, or 255 then u32][n
-/// contributions, 8 bytes each][RRsets]`. Keeping the key and the contributions inside the
+/// Layout: `[key length u8][key: lowercase wire name][m: u8, or 255 then u32][m bytes of
+/// contributions][RRsets]`; a contribution is two LEB128 varints, the owner id and the
+/// record index << 1 | derived (four bytes for a million records, not eight). Keeping the key and the contributions inside the
 /// entry saves a key allocation and a map entry per name (a million hosts records are two
 /// million names), and the thin pointer halves the slots of the shards' tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,8 +35,8 @@ pub struct NameEntry {
     blob: ThinArc<(), u8>,
 }
 
-/// A contribution count of this or more is written as this byte and a u32.
-const LONG_COUNT: u8 = u8::MAX;
+/// A contributions length of this or more is written as this byte and a u32.
+const LONG_LEN: u8 = u8::MAX;
 
 /// One record's contribution to a name, as the store tracks it: the owner's id and the
 /// record's index in that owner's list (with `Contribution::DERIVED` set: the PTR derived
@@ -77,16 +78,24 @@ impl NameEntry {
         blob.clear();
         blob.push(key.len() as u8);
         blob.extend_from_slice(key);
-        match u8::try_from(contributions.len()) {
-            Ok(n) if n < LONG_COUNT => blob.push(n),
-            _ => {
-                blob.push(LONG_COUNT);
-                blob.extend_from_slice(&(contributions.len() as u32).to_le_bytes());
-            }
-        }
+        let len_at = blob.len();
+        blob.push(0);
         for c in contributions {
-            blob.extend_from_slice(&c.owner.to_le_bytes());
-            blob.extend_from_slice(&c.index.to_le_bytes());
+            write_varint(blob, c.owner);
+            let derived = c.index & Contribution::DERIVED != 0;
+            write_varint(
+                blob,
+                (c.index & !Contribution::DERIVED) << 1 | derived as u32,
+            );
+        }
+        let len = blob.len() - len_at - 1;
+        match u8::try_from(len) {
+            Ok(n) if n < LONG_LEN => blob[len_at] = n,
+            _ => {
+                blob[len_at] = LONG_LEN;
+                let bytes = (len as u32).to_le_bytes();
+                blob.splice(len_at + 1..len_at + 1, bytes);
+            }
         }
         let mut i = 0;
         while i < records.len() {
@@ -141,11 +150,11 @@ impl NameEntry {
     fn contributions_span(&self) -> (usize, usize) {
         let b = self.bytes();
         let at = 1 + b[0] as usize;
-        if b[at] < LONG_COUNT {
-            (at + 1, at + 1 + 8 * b[at] as usize)
+        if b[at] < LONG_LEN {
+            (at + 1, at + 1 + b[at] as usize)
         } else {
             let n = u32::from_le_bytes(b[at + 1..at + 5].try_into().expect("4 bytes"));
-            (at + 5, at + 5 + 8 * n as usize)
+            (at + 5, at + 5 + n as usize)
         }
     }
 
@@ -156,14 +165,25 @@ impl NameEntry {
     }
 
     /// The contributions the entry was built from, in order.
-    pub fn contributions(&self) -> impl ExactSizeIterator<Item = Contribution> + '_ {
+    pub fn contributions(&self) -> impl Iterator<Item = Contribution> + '_ {
         let (start, end) = self.contributions_span();
-        self.bytes()[start..end]
-            .chunks_exact(8)
-            .map(|c| Contribution {
-                owner: u32::from_le_bytes(c[..4].try_into().expect("4 bytes")),
-                index: u32::from_le_bytes(c[4..].try_into().expect("4 bytes")),
+        let mut bytes = &self.bytes()[start..end];
+        std::iter::from_fn(move || {
+            if bytes.is_empty() {
+                return None;
+            }
+            let owner = read_varint(&mut bytes);
+            let index = read_varint(&mut bytes);
+            let derived = if index & 1 != 0 {
+                Contribution::DERIVED
+            } else {
+                0
+            };
+            Some(Contribution {
+                owner,
+                index: index >> 1 | derived,
             })
+        })
     }
 
     pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
@@ -195,6 +215,30 @@ impl NameEntry {
     pub fn heap_size(&self) -> usize {
         self.bytes().len()
     }
+}
+
+/// Appends `v` as an LEB128 varint (seven bits a byte, low bits first).
+fn write_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an LEB128 varint written by `write_varint` from the front of `bytes`.
+fn read_varint(bytes: &mut &[u8]) -> u32 {
+    let mut v = 0u32;
+    let mut shift = 0;
+    while let Some((&b, rest)) = bytes.split_first() {
+        *bytes = rest;
+        v |= ((b & 0x7f) as u32) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
 }
 
 /// Writes the reverse-lookup name of `ip` in lowercase wire format (the wire form of
@@ -358,10 +402,14 @@ mod tests {
         assert_eq!(entry.key(), &key[..]);
         assert_eq!(entry.contributions().collect::<Vec<_>>(), contribs);
         assert_eq!(entry.rrset(RType::NS).unwrap().wire, b"not parsed");
-        // Counts of 255 and more take the long form.
-        for n in [254, 255, 300] {
+        // Contributions of 255 bytes and more take the long form; varints of every width.
+        for n in [1u32, 120, 127, 128, 300] {
             let many: Vec<_> = (0..n)
-                .map(|i| Contribution { owner: i, index: 1 })
+                .map(|i| Contribution {
+                    owner: i.wrapping_mul(40_000_003),
+                    index: i.wrapping_mul(1_000_003) & !Contribution::DERIVED
+                        | if i % 2 == 0 { Contribution::DERIVED } else { 0 },
+                })
                 .collect();
             let e = NameEntry::build(&mut Vec::new(), &key, &many, &mut [], &[]);
             assert_eq!(e.contributions().collect::<Vec<_>>(), many);
