@@ -85,8 +85,10 @@ pub struct Snapshot {
     /// Names inside the zone that have no records but have descendants that do (RFC 8020
     /// says those are not NXDOMAIN).
     pub(super) empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
-    /// Every owner's records as asserted, for listings (web, cluster).
-    pub owners: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+    /// Every owner's records as asserted, for listings (web, cluster). A `Vec` in its
+    /// `Arc`, not a slice: the list a source sends is kept without a copy (a million hosts
+    /// records are 64 MB).
+    pub owners: Arc<HashMap<OwnerKey, Arc<Vec<Record>>>>,
 }
 
 impl Snapshot {

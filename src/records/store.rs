@@ -70,7 +70,7 @@ const MAX_OWNER_RECORDS: usize = 1 << 30;
 /// An owner and its records, as asserted.
 struct OwnerSlot {
     key: OwnerKey,
-    records: Arc<[Record]>,
+    records: Arc<Vec<Record>>,
 }
 
 /// The mutable state behind the snapshots.
@@ -95,7 +95,7 @@ pub struct Store {
     empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
     ancestors_changed: bool,
     /// The published owner listing, rebuilt only when an owner changed.
-    listing: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+    listing: Arc<HashMap<OwnerKey, Arc<Vec<Record>>>>,
     listing_changed: bool,
     /// The apex's NS and SOA records (owner `0xC00C`), added to its entry.
     apex_ns: Vec<u8>,
@@ -221,7 +221,10 @@ impl Store {
             }
         };
         let old = self.owners[id as usize].take().map(|o| o.records);
-        let new: Option<Arc<[Record]>> = (!records.is_empty()).then(|| records.into());
+        let new = (!records.is_empty()).then(|| {
+            records.shrink_to_fit();
+            Arc::new(records)
+        });
         // Every name the old or the new records touch, once each: (hash, which record).
         // Sorted by shard and hash, so equal names are adjacent and each shard is worked
         // on in one go; a sort instead of a map of names keeps a large load's peak low.
@@ -356,7 +359,13 @@ impl Store {
             (RType::SOA, 1, &self.apex_soa[..]),
         ];
         let extra = if is_apex { &apex_sets[..] } else { &[] };
-        let entry = NameEntry::build(&mut self.scratch, key, contribs, &mut data, extra);
+        NameEntry::encode(&mut self.scratch, key, contribs, &mut data, extra);
+        // An unchanged entry stays as it is: a reloaded file whose records kept their places
+        // allocates nothing for them and leaves their shards shared with the last snapshot.
+        if self.lookup(key).is_some_and(|e| e.same_as(&self.scratch)) {
+            return;
+        }
+        let entry = NameEntry::from_encoded(&self.scratch);
         if self.shard_mut(key).replace(Keyed(entry)).is_none() && !is_apex {
             self.count_ancestors(key, true);
         }
@@ -823,6 +832,37 @@ mod tests {
                 Some(1)
             );
         }
+    }
+
+    #[test]
+    fn a_reload_with_records_in_place_shares_unchanged_shards() {
+        let mut s = store();
+        let mut records: Vec<Record> = (0..2000)
+            .map(|i| {
+                a(
+                    &format!("h{i}.docker"),
+                    &format!("10.0.{}.{}", i / 256, i % 256),
+                )
+            })
+            .collect();
+        s.apply(Change::Replace {
+            owner: owner("f"),
+            records: records.clone(),
+        });
+        let before = s.snapshot();
+        records.push(a("new.docker", "10.9.9.9"));
+        s.apply(Change::Replace {
+            owner: owner("f"),
+            records,
+        });
+        let after = s.snapshot();
+        let shared = (0..SHARDS)
+            .filter(|&i| Arc::ptr_eq(&before.names[i], &after.names[i]))
+            .count();
+        // The new name and its PTR touch two shards; the zone's own names none.
+        assert!(shared >= SHARDS - 2, "{shared} shards shared");
+        assert_eq!(count(&after, "new.docker", RType::A), 1);
+        assert_eq!(count(&after, "h1999.docker", RType::A), 1);
     }
 
     #[test]

@@ -73,6 +73,19 @@ impl NameEntry {
         records: &mut [(RData, u32)],
         extra: &[(RType, u16, &[u8])],
     ) -> NameEntry {
+        NameEntry::encode(scratch, key, contributions, records, extra);
+        NameEntry::from_encoded(scratch)
+    }
+
+    /// The entry's bytes as `build` would make them, written into `scratch` (cleared first),
+    /// so that an unchanged entry can be kept without allocating (`same_as`).
+    pub fn encode(
+        scratch: &mut Vec<u8>,
+        key: &[u8],
+        contributions: &[Contribution],
+        records: &mut [(RData, u32)],
+        extra: &[(RType, u16, &[u8])],
+    ) {
         records.sort_by_key(|r| r.0.rtype());
         let blob = scratch;
         blob.clear();
@@ -128,9 +141,18 @@ impl NameEntry {
             blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
             blob.extend_from_slice(wire);
         }
+    }
+
+    /// The entry of bytes written by `encode`.
+    pub fn from_encoded(bytes: &[u8]) -> NameEntry {
         NameEntry {
-            blob: ThinArc::from_header_and_slice((), blob),
+            blob: ThinArc::from_header_and_slice((), bytes),
         }
+    }
+
+    /// Whether this entry's bytes are `encoded`.
+    pub fn same_as(&self, encoded: &[u8]) -> bool {
+        self.bytes() == encoded
     }
 
     #[inline]
