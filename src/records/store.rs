@@ -261,7 +261,7 @@ impl Store {
                 self.free_ids.push(id);
             }
         }
-        // Names in one run of equal (shortened) hashes: almost always one.
+        // Names in one run of equal (shortened) hashes, when a run has several items.
         let mut names: Vec<(Vec<u8>, SmallVec<[Contribution; 4]>)> = Vec::new();
         let mut run_start = 0;
         while run_start < work.len() {
@@ -271,11 +271,20 @@ impl Store {
                     .iter()
                     .take_while(|w| w.order() == order)
                     .count();
+            if run_end - run_start == 1 {
+                // The usual case: one record's name, nothing to tell apart.
+                let w = work[run_start];
+                key.clear();
+                write_key(record_of(&w), w.is_derived(), &mut key);
+                let added: SmallVec<[Contribution; 1]> = w.contribution(id).into_iter().collect();
+                self.update_name(&key, id, &added);
+                run_start = run_end;
+                continue;
+            }
             names.clear();
             for w in &work[run_start..run_end] {
-                let derived = w.is_derived();
                 key.clear();
-                write_key(record_of(w), derived, &mut key);
+                write_key(record_of(w), w.is_derived(), &mut key);
                 let at = match names.iter().position(|(k, _)| *k == key) {
                     Some(at) => at,
                     None => {
@@ -283,24 +292,25 @@ impl Store {
                         names.len() - 1
                     }
                 };
-                if !w.is_old() {
-                    let index = w.index() as u32 | if derived { DERIVED } else { 0 };
-                    names[at].1.push(Contribution { owner: id, index });
-                }
+                names[at].1.extend(w.contribution(id));
             }
             for (key, added) in &names {
-                // The name's other owners' contributions stay, in their order; this owner's
-                // are its new ones, after them.
-                let mut contribs: SmallVec<[Contribution; 4]> = self
-                    .lookup(key)
-                    .map(|e| e.contributions().filter(|c| c.owner != id).collect())
-                    .unwrap_or_default();
-                contribs.extend_from_slice(added);
-                self.rebuild(key, &contribs);
+                self.update_name(key, id, added);
             }
             run_start = run_end;
         }
         self.listing_changed = true;
+    }
+
+    /// Rebuilds the name `key` after owner `id` was replaced: the name's other owners'
+    /// contributions stay, in their order; `id`'s are now `added`, after them.
+    fn update_name(&mut self, key: &[u8], id: u32, added: &[Contribution]) {
+        let mut contribs: SmallVec<[Contribution; 4]> = self
+            .lookup(key)
+            .map(|e| e.contributions().filter(|c| c.owner != id).collect())
+            .unwrap_or_default();
+        contribs.extend_from_slice(added);
+        self.rebuild(key, &contribs);
     }
 
     /// The entry of `key` (lowercase wire name), if it has one.
@@ -453,6 +463,14 @@ impl Work {
     }
     fn is_old(self) -> bool {
         self.0 & 1 != 0
+    }
+    /// The contribution this item adds for owner `id`: none for an old record.
+    fn contribution(self, id: u32) -> Option<Contribution> {
+        let derived = if self.is_derived() { DERIVED } else { 0 };
+        (!self.is_old()).then(|| Contribution {
+            owner: id,
+            index: self.index() as u32 | derived,
+        })
     }
 }
 
