@@ -1,7 +1,8 @@
 //! The immutable view of all records that readers (DNS, web, cluster) load.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,9 +28,37 @@ pub struct ZoneInfo {
     pub node: Arc<str>,
 }
 
-/// Wire entries by lowercase wire name. FxHash: the keys come from trusted sources
-/// (containers, files, authenticated peers); queries only look up.
-pub type NameMap = HashMap<Arc<[u8]>, NameEntry, FxBuildHasher>;
+/// Wire entries, found by their lowercase wire name (which each entry holds: one pointer per
+/// name in the table). FxHash: the keys come from trusted sources (containers, files,
+/// authenticated peers); queries only look up.
+pub type NameMap = HashSet<Keyed, FxBuildHasher>;
+
+/// A `NameEntry` that hashes, compares and borrows as its name, so that a set of entries
+/// is a map from names.
+#[derive(Clone, Debug)]
+pub struct Keyed(pub NameEntry);
+
+impl Borrow<[u8]> for Keyed {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.0.key()
+    }
+}
+
+impl Hash for Keyed {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state)
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Keyed) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for Keyed {}
 
 /// The name map is split into this many shards, each behind its own `Arc`: a publication
 /// copies only the shards its changes touched, the others are shared with the previous
@@ -56,15 +85,19 @@ pub struct Snapshot {
     /// Names inside the zone that have no records but have descendants that do (RFC 8020
     /// says those are not NXDOMAIN).
     pub(super) empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
-    /// Every owner's records as asserted, for listings (web, cluster).
-    pub owners: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+    /// Every owner's records as asserted, for listings (web, cluster). A `Vec` in its
+    /// `Arc`, not a slice: the list a source sends is kept without a copy (a million hosts
+    /// records are 64 MB).
+    pub owners: Arc<HashMap<OwnerKey, Arc<Vec<Record>>>>,
 }
 
 impl Snapshot {
     /// The records of a name, by its lowercase wire form.
     #[inline]
     pub fn lookup(&self, lower_wire: &[u8]) -> Option<&NameEntry> {
-        self.names[shard_of(lower_wire)].get(lower_wire)
+        self.names[shard_of(lower_wire)]
+            .get(lower_wire)
+            .map(|k| &k.0)
     }
 
     #[inline]
@@ -76,7 +109,7 @@ impl Snapshot {
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &NameEntry)> {
         self.names
             .iter()
-            .flat_map(|shard| shard.iter().map(|(k, v)| (&**k, v)))
+            .flat_map(|shard| shard.iter().map(|k| (k.0.key(), &k.0)))
     }
 
     pub fn name_count(&self) -> usize {

@@ -6,18 +6,19 @@
 //! records: each `Change` names its owner, and an owner's records are replaced as a whole.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use rustc_hash::{FxHashMap, FxHashSet};
-use smallvec::{smallvec, SmallVec};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::snapshot::{shard_of, NameMap, Snapshot, ZoneInfo, SHARDS};
-use super::wire::{self, NameEntry};
+use super::snapshot::{shard_of, Keyed, NameMap, Snapshot, ZoneInfo, SHARDS};
+use super::wire::{self, Contribution, NameEntry};
 use super::{Name, OwnerKey, RData, RType, Record, SourceKind};
 
 /// How many changes the channel holds before senders wait. Sources `await` a full channel
@@ -62,20 +63,14 @@ pub struct ZoneConfig {
     pub prefer_local: bool,
 }
 
-/// One record's contribution to a name: the owner's id and the record's index in the
-/// owner's list; with `DERIVED` set, the PTR derived from that record's address.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Contribution {
-    owner: u32,
-    index: u32,
-}
-
-const DERIVED: u32 = 1 << 31;
+const DERIVED: u32 = Contribution::DERIVED;
+/// Most records one owner may assert (a record's index is packed in 30 bits in `Work`).
+const MAX_OWNER_RECORDS: usize = 1 << 30;
 
 /// An owner and its records, as asserted.
 struct OwnerSlot {
     key: OwnerKey,
-    records: Arc<[Record]>,
+    records: Arc<Vec<Record>>,
 }
 
 /// The mutable state behind the snapshots.
@@ -88,11 +83,10 @@ pub struct Store {
     /// Owners by id (`None`: a free id, listed in `free_ids`).
     owners: Vec<Option<OwnerSlot>>,
     free_ids: Vec<u32>,
-    /// Every contribution to each name (lowercase wire form), derived PTRs included. The
-    /// key is the same allocation as in the shards.
-    by_name: FxHashMap<Arc<[u8]>, SmallVec<[Contribution; 1]>>,
     /// The wire-format entries, shared with published snapshots shard by shard: a shard is
-    /// copied on its first change after a publication (`Arc::make_mut`).
+    /// copied on its first change after a publication (`Arc::make_mut`). Each entry also
+    /// holds its name's contributions (derived PTRs included), so the store keeps no other
+    /// map of names.
     shards: Vec<Arc<NameMap>>,
     /// For each name inside the zone that is an ancestor of a name with records: how many
     /// such names it has below it.
@@ -101,12 +95,14 @@ pub struct Store {
     empty_non_terminals: Arc<FxHashSet<Arc<[u8]>>>,
     ancestors_changed: bool,
     /// The published owner listing, rebuilt only when an owner changed.
-    listing: Arc<HashMap<OwnerKey, Arc<[Record]>>>,
+    listing: Arc<HashMap<OwnerKey, Arc<Vec<Record>>>>,
     listing_changed: bool,
     /// The apex's NS and SOA records (owner `0xC00C`), added to its entry.
     apex_ns: Vec<u8>,
     apex_soa: Vec<u8>,
     generation: u64,
+    /// Reused buffer for building entries.
+    scratch: Vec<u8>,
 }
 
 impl Store {
@@ -143,7 +139,6 @@ impl Store {
             owner_ids: FxHashMap::default(),
             owners: Vec::new(),
             free_ids: Vec::new(),
-            by_name: FxHashMap::default(),
             shards: (0..SHARDS).map(|_| Arc::new(NameMap::default())).collect(),
             ancestors: FxHashMap::default(),
             empty_non_terminals: Arc::default(),
@@ -153,6 +148,7 @@ impl Store {
             apex_ns,
             apex_soa,
             generation: 0,
+            scratch: Vec::with_capacity(512),
         };
         // The name server's addresses; its NS and the SOA are added by `rebuild` at the apex.
         let zone_records = cfg
@@ -162,8 +158,12 @@ impl Store {
             .collect();
         let owner = OwnerKey::new(&cfg.node, SourceKind::Zone, "zone");
         store.replace(owner, zone_records);
-        let apex: Arc<[u8]> = store.zone.apex_wire.to_vec().into();
-        store.rebuild(&apex);
+        let apex = store.zone.apex_wire.clone();
+        let contribs: SmallVec<[Contribution; 4]> = store
+            .lookup(&apex)
+            .map(|e| e.contributions().collect())
+            .unwrap_or_default();
+        store.rebuild(&apex, &contribs);
         store
     }
 
@@ -202,7 +202,12 @@ impl Store {
         None
     }
 
-    fn replace(&mut self, owner: OwnerKey, records: Vec<Record>) {
+    fn replace(&mut self, owner: OwnerKey, mut records: Vec<Record>) {
+        if records.len() > MAX_OWNER_RECORDS {
+            tracing::warn!(owner = %owner.owner, records = records.len(), kept = MAX_OWNER_RECORDS,
+                "too many records for one owner; the rest are ignored");
+            records.truncate(MAX_OWNER_RECORDS);
+        }
         let id = match self.owner_ids.get(&owner) {
             Some(&id) => id,
             None if records.is_empty() => return,
@@ -215,44 +220,102 @@ impl Store {
                 id
             }
         };
-        let mut touched = Touched::default();
-        if let Some(old) = self.owners[id as usize].take() {
-            contributions(id, &old.records, |key, c| self.unlink(key, c, &mut touched));
+        let old = self.owners[id as usize].take().map(|o| o.records);
+        let new = (!records.is_empty()).then(|| {
+            records.shrink_to_fit();
+            Arc::new(records)
+        });
+        // Every name the old or the new records touch, once each: (hash, which record).
+        // Sorted by shard and hash, so equal names are adjacent and each shard is worked
+        // on in one go; a sort instead of a map of names keeps a large load's peak low.
+        let mut work: Vec<Work> = Vec::with_capacity(
+            2 * (old.as_ref().map_or(0, |r| r.len()) + new.as_ref().map_or(0, |r| r.len())),
+        );
+        let mut key = Vec::with_capacity(256);
+        for (records, is_old) in [(&old, true), (&new, false)] {
+            for (i, r) in records.iter().flat_map(|r| r.iter()).enumerate() {
+                for derived in [false, true] {
+                    key.clear();
+                    if !write_key(r, derived, &mut key) {
+                        continue;
+                    }
+                    let hash = FxBuildHasher.hash_one(&key[..]);
+                    work.push(Work::new(hash, i, derived, is_old));
+                }
+            }
         }
-        if records.is_empty() {
-            self.owner_ids.remove(&owner);
-            self.free_ids.push(id);
-        } else {
-            contributions(id, &records, |key, c| self.link(key, c, &mut touched));
-            self.owners[id as usize] = Some(OwnerSlot {
-                key: owner,
-                records: records.into(),
-            });
+        work.sort_unstable();
+        let record_of = |w: &Work| -> &Record {
+            let records = if w.is_old() { &old } else { &new };
+            &records.as_deref().expect("work only for present records")[w.index()]
+        };
+        match &new {
+            Some(records) => {
+                self.owners[id as usize] = Some(OwnerSlot {
+                    key: owner,
+                    records: records.clone(),
+                })
+            }
+            None => {
+                self.owner_ids.remove(&owner);
+                self.free_ids.push(id);
+            }
+        }
+        // Names in one run of equal (shortened) hashes, when a run has several items.
+        let mut names: Vec<(Vec<u8>, SmallVec<[Contribution; 4]>)> = Vec::new();
+        let mut run_start = 0;
+        while run_start < work.len() {
+            let order = work[run_start].order();
+            let run_end = run_start
+                + work[run_start..]
+                    .iter()
+                    .take_while(|w| w.order() == order)
+                    .count();
+            if run_end - run_start == 1 {
+                // The usual case: one record's name, nothing to tell apart.
+                let w = work[run_start];
+                key.clear();
+                write_key(record_of(&w), w.is_derived(), &mut key);
+                let added: SmallVec<[Contribution; 1]> = w.contribution(id).into_iter().collect();
+                self.update_name(&key, id, &added);
+                run_start = run_end;
+                continue;
+            }
+            names.clear();
+            for w in &work[run_start..run_end] {
+                key.clear();
+                write_key(record_of(w), w.is_derived(), &mut key);
+                let at = match names.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        names.push((key.clone(), SmallVec::new()));
+                        names.len() - 1
+                    }
+                };
+                names[at].1.extend(w.contribution(id));
+            }
+            for (key, added) in &names {
+                self.update_name(key, id, added);
+            }
+            run_start = run_end;
         }
         self.listing_changed = true;
-        for key in touched.keys {
-            self.rebuild(&key);
-        }
     }
 
-    fn link(&mut self, key: &[u8], c: Contribution, touched: &mut Touched) {
-        if let Some(contribs) = self.by_name.get_mut(key) {
-            contribs.push(c);
-            let (k, _) = self.by_name.get_key_value(key).expect("just found");
-            touched.add(k);
-        } else {
-            let k: Arc<[u8]> = key.into();
-            touched.add(&k);
-            self.by_name.insert(k, smallvec![c]);
-        }
+    /// Rebuilds the name `key` after owner `id` was replaced: the name's other owners'
+    /// contributions stay, in their order; `id`'s are now `added`, after them.
+    fn update_name(&mut self, key: &[u8], id: u32, added: &[Contribution]) {
+        let mut contribs: SmallVec<[Contribution; 4]> = self
+            .lookup(key)
+            .map(|e| e.contributions().filter(|c| c.owner != id).collect())
+            .unwrap_or_default();
+        contribs.extend_from_slice(added);
+        self.rebuild(key, &contribs);
     }
 
-    fn unlink(&mut self, key: &[u8], c: Contribution, touched: &mut Touched) {
-        if let Some(contribs) = self.by_name.get_mut(key) {
-            contribs.retain(|x| *x != c);
-            let (k, _) = self.by_name.get_key_value(key).expect("just found");
-            touched.add(k);
-        }
+    /// The entry of `key` (lowercase wire name), if it has one.
+    fn lookup(&self, key: &[u8]) -> Option<&NameEntry> {
+        self.shards[shard_of(key)].get(key).map(|k| &k.0)
     }
 
     /// The data and TTL of one contribution.
@@ -281,38 +344,39 @@ impl Store {
 
     /// Recomputes one name's wire entry (and the zone's empty non-terminals) from its
     /// contributions.
-    fn rebuild(&mut self, key: &Arc<[u8]>) {
-        let is_apex = **key == *self.zone.apex_wire;
-        let data: Vec<(RData, u32)> = match self.by_name.get(&key[..]) {
-            Some(contribs) if self.prefer_local => {
-                // Stable: this node's records first, each group in its own order.
-                let mut v: Vec<(bool, (RData, u32))> = contribs
-                    .iter()
-                    .filter_map(|c| Some((!self.is_local(*c), self.resolve(*c)?)))
-                    .collect();
-                v.sort_by_key(|x| x.0);
-                v.into_iter().map(|x| x.1).collect()
-            }
-            Some(contribs) => contribs.iter().filter_map(|c| self.resolve(*c)).collect(),
-            None => Vec::new(),
+    fn rebuild(&mut self, key: &[u8], contribs: &[Contribution]) {
+        let is_apex = *key == *self.zone.apex_wire;
+        let mut data: SmallVec<[(RData, u32); 2]> = if self.prefer_local {
+            // Stable: this node's records first, each group in its own order.
+            let mut v: SmallVec<[(bool, (RData, u32)); 2]> = contribs
+                .iter()
+                .filter_map(|c| Some((!self.is_local(*c), self.resolve(*c)?)))
+                .collect();
+            v.sort_by_key(|x| x.0);
+            v.into_iter().map(|x| x.1).collect()
+        } else {
+            contribs.iter().filter_map(|c| self.resolve(*c)).collect()
         };
         if data.is_empty() && !is_apex {
-            self.by_name.remove(&key[..]);
-            if self.shard_mut(key).remove(&key[..]).is_some() {
+            if self.shard_mut(key).remove(key) {
                 self.count_ancestors(key, false);
             }
             return;
         }
-        let mut entry = NameEntry::build(data);
-        if is_apex {
-            // NS and SOA are not types sources assert; the zone's own are written here.
-            entry = entry.with_rrset(RType::NS, 1, &self.apex_ns).with_rrset(
-                RType::SOA,
-                1,
-                &self.apex_soa,
-            );
+        // NS and SOA are not types sources assert; the zone's own are written here.
+        let apex_sets = [
+            (RType::NS, 1, &self.apex_ns[..]),
+            (RType::SOA, 1, &self.apex_soa[..]),
+        ];
+        let extra = if is_apex { &apex_sets[..] } else { &[] };
+        NameEntry::encode(&mut self.scratch, key, contribs, &mut data, extra);
+        // An unchanged entry stays as it is: a reloaded file whose records kept their places
+        // allocates nothing for them and leaves their shards shared with the last snapshot.
+        if self.lookup(key).is_some_and(|e| e.same_as(&self.scratch)) {
+            return;
         }
-        if self.shard_mut(key).insert(key.clone(), entry).is_none() && !is_apex {
+        let entry = NameEntry::from_encoded(&self.scratch);
+        if self.shard_mut(key).replace(Keyed(entry)).is_none() && !is_apex {
             self.count_ancestors(key, true);
         }
     }
@@ -373,41 +437,57 @@ impl Store {
     }
 }
 
-/// Names touched by a change, each once, in the order first touched.
-#[derive(Default)]
-struct Touched {
-    seen: FxHashSet<usize>,
-    keys: Vec<Arc<[u8]>>,
-}
+/// One name a change touches, packed in eight bytes (a million records make four million
+/// of these when replaced): from the top, the shard (the hash bits `shard_of` takes), 24
+/// more bits of the name's hash, then the record's index, whether this is the PTR derived
+/// from it, and whether it is one of the owner's old records. Sorted, equal names are
+/// adjacent (names that only share these hash bits too, which the key comparison tells
+/// apart) and a name's new contributions come in record order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Work(u64);
 
-impl Touched {
-    fn add(&mut self, key: &Arc<[u8]>) {
-        if self.seen.insert(Arc::as_ptr(key) as *const u8 as usize) {
-            self.keys.push(key.clone());
-        }
+impl Work {
+    fn new(hash: u64, index: usize, derived: bool, is_old: bool) -> Work {
+        let shard = (hash >> 32) & 0xff;
+        let order = shard << 24 | (hash & 0xff_ffff);
+        Work(order << 32 | (index as u64) << 2 | (derived as u64) << 1 | is_old as u64)
+    }
+    fn order(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn index(self) -> usize {
+        (self.0 as u32 >> 2) as usize
+    }
+    fn is_derived(self) -> bool {
+        self.0 & 2 != 0
+    }
+    fn is_old(self) -> bool {
+        self.0 & 1 != 0
+    }
+    /// The contribution this item adds for owner `id`: none for an old record.
+    fn contribution(self, id: u32) -> Option<Contribution> {
+        let derived = if self.is_derived() { DERIVED } else { 0 };
+        (!self.is_old()).then(|| Contribution {
+            owner: id,
+            index: self.index() as u32 | derived,
+        })
     }
 }
 
-/// Calls `f` with the lowercase wire name and the contribution of each of `records`
-/// (owner `id`), and of the PTR derived from each address record.
-fn contributions(id: u32, records: &[Record], mut f: impl FnMut(&[u8], Contribution)) {
-    let mut key = Vec::with_capacity(64);
-    for (i, r) in records.iter().enumerate() {
-        let index = i as u32;
-        key.clear();
-        r.name.write_wire(&mut key);
-        f(&key, Contribution { owner: id, index });
-        if let Some(ip) = address_of(&r.data) {
-            key.clear();
-            wire::write_reverse_name(ip, &mut key);
-            f(
-                &key,
-                Contribution {
-                    owner: id,
-                    index: index | DERIVED,
-                },
-            );
+/// Writes the lowercase wire name that `record` contributes to: its own name, or with
+/// `derived` the reverse name of its address. False when it has no such name (derived, for
+/// a record that is not an address).
+fn write_key(record: &Record, derived: bool, key: &mut Vec<u8>) -> bool {
+    if !derived {
+        record.name.write_wire(key);
+        return true;
+    }
+    match address_of(&record.data) {
+        Some(ip) => {
+            wire::write_reverse_name(ip, key);
+            true
         }
+        None => false,
     }
 }
 
@@ -560,6 +640,7 @@ impl StoreTask {
 mod tests {
     use super::*;
     use crate::records::RType;
+    use std::net::Ipv4Addr;
 
     fn n(s: &str) -> Name {
         Name::parse(s).unwrap()
@@ -666,6 +747,140 @@ mod tests {
             let want: [u8; 4] = if prefer { [10, 0, 0, 1] } else { [10, 0, 0, 2] };
             assert_eq!(&set.wire[12..16], want, "prefer_local={prefer}");
         }
+    }
+
+    /// Random replacements against a plain model: each name's records are its owners'
+    /// (in the order the owners were last replaced), each owner's in its own order, derived
+    /// PTRs included.
+    #[test]
+    fn matches_a_plain_model_through_random_replacements() {
+        let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut s = store();
+        let mut model: Vec<(OwnerKey, Vec<Record>)> = Vec::new();
+        for step in 0..400 {
+            let owner = owner(&format!("c{}", next(6)));
+            let records: Vec<Record> = (0..next(5))
+                .map(|_| {
+                    let name = format!("n{}.docker", next(8));
+                    match next(4) {
+                        0 => Record::new(n(&name), RData::Txt(format!("t{}", next(3)).into())),
+                        1 => Record::new(
+                            n(&format!("{}.0.0.10.in-addr.arpa", next(4))),
+                            RData::Ptr(n("x.docker")),
+                        ),
+                        _ => a(&name, &format!("10.0.0.{}", next(4))),
+                    }
+                })
+                .collect();
+            model.retain(|(o, _)| *o != owner);
+            if !records.is_empty() {
+                model.push((owner.clone(), records.clone()));
+            }
+            s.apply(Change::Replace { owner, records });
+            let snap = s.snapshot();
+            let mut want: HashMap<Vec<u8>, Vec<(RData, u32)>> = HashMap::new();
+            for (_, records) in &model {
+                for r in records {
+                    want.entry(r.name.to_wire())
+                        .or_default()
+                        .push((r.data.clone(), 10));
+                    if let Some(ip) = address_of(&r.data) {
+                        let ptr = (RData::Ptr(r.name.clone()), 10);
+                        want.entry(Name::reverse(ip).to_wire())
+                            .or_default()
+                            .push(ptr);
+                    }
+                }
+            }
+            // The apex, ns.docker and its reverse name are the zone's own.
+            assert_eq!(snap.name_count(), want.len() + 3, "step {step}");
+            for (key, mut data) in want {
+                let got = snap.lookup(&key).expect("name present");
+                assert_eq!(got.key(), &key[..]);
+                let want = NameEntry::build(&mut Vec::new(), &key, &[], &mut data, &[]);
+                let sets = |e: &NameEntry| -> Vec<(RType, u16, Vec<u8>)> {
+                    e.rrsets()
+                        .map(|s| (s.rtype, s.count, s.wire.to_vec()))
+                        .collect()
+                };
+                assert_eq!(sets(got), sets(&want), "step {step}");
+            }
+        }
+    }
+
+    /// Enough names that some share the hash bits `Work` sorts by, so runs of several
+    /// names are told apart by their keys.
+    #[test]
+    fn names_sharing_sort_bits_stay_apart() {
+        let names: Vec<Name> = (0..100_000).map(|i| n(&format!("h{i}.docker"))).collect();
+        let mut orders: Vec<u32> = names
+            .iter()
+            .map(|name| {
+                Work::new(FxBuildHasher.hash_one(&name.to_wire()[..]), 0, false, false).order()
+            })
+            .collect();
+        orders.sort_unstable();
+        let shared = orders.windows(2).filter(|w| w[0] == w[1]).count();
+        assert!(shared > 0, "the test needs names sharing sort bits");
+        let mut s = store();
+        let records: Vec<Record> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Record::new(name.clone(), RData::A(Ipv4Addr::from(i as u32))))
+            .collect();
+        s.apply(Change::Replace {
+            owner: owner("big"),
+            records,
+        });
+        let snap = s.snapshot();
+        assert_eq!(snap.name_count(), 2 * names.len() + 3);
+        for (i, name) in names.iter().enumerate() {
+            let e = snap.lookup(&name.to_wire()).expect("name present");
+            assert_eq!(e.rrset(RType::A).map(|s| s.count), Some(1));
+            assert_eq!(e.contributions().collect::<Vec<_>>().len(), 1);
+            let ptr = snap.lookup(&Name::reverse(IpAddr::V4(Ipv4Addr::from(i as u32))).to_wire());
+            assert_eq!(
+                ptr.and_then(|e| e.rrset(RType::PTR)).map(|s| s.count),
+                Some(1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_with_records_in_place_shares_unchanged_shards() {
+        let mut s = store();
+        let mut records: Vec<Record> = (0..2000)
+            .map(|i| {
+                a(
+                    &format!("h{i}.docker"),
+                    &format!("10.0.{}.{}", i / 256, i % 256),
+                )
+            })
+            .collect();
+        s.apply(Change::Replace {
+            owner: owner("f"),
+            records: records.clone(),
+        });
+        let before = s.snapshot();
+        records.push(a("new.docker", "10.9.9.9"));
+        s.apply(Change::Replace {
+            owner: owner("f"),
+            records,
+        });
+        let after = s.snapshot();
+        let shared = (0..SHARDS)
+            .filter(|&i| Arc::ptr_eq(&before.names[i], &after.names[i]))
+            .count();
+        // The new name and its PTR touch two shards; the zone's own names none.
+        assert!(shared >= SHARDS - 2, "{shared} shards shared");
+        assert_eq!(count(&after, "new.docker", RType::A), 1);
+        assert_eq!(count(&after, "h1999.docker", RType::A), 1);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Names inside RDATA are written uncompressed and lowercase.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+
+use triomphe::ThinArc;
 
 use super::{Name, RData, RType};
 
@@ -19,11 +20,35 @@ pub const QNAME_POINTER: [u8; 2] = [0xC0, 0x0C];
 const CLASS_IN: [u8; 2] = [0, 1];
 const RRSET_HEADER: usize = 8;
 
-/// A name's records in wire format, grouped into RRsets by type. One shared allocation;
-/// cloning is a reference-count increment.
+/// A name's records in wire format, grouped into RRsets by type, together with the name
+/// itself (the key it is found by) and the store's note of where the records came from.
+/// One shared allocation behind a thin (8-byte) pointer; cloning is a reference-count
+/// increment.
+///
+/// Layout: `[key length u8][key: lowercase wire name][m: u8, or 255 then u32][m bytes of
+/// contributions][RRsets]`; a contribution is two LEB128 varints, the owner id and the
+/// record index << 1 | derived (four bytes for a million records, not eight). Keeping the key and the contributions inside the
+/// entry saves a key allocation and a map entry per name (a million hosts records are two
+/// million names), and the thin pointer halves the slots of the shards' tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameEntry {
-    blob: Arc<[u8]>,
+    blob: ThinArc<(), u8>,
+}
+
+/// A contributions length of this or more is written as this byte and a u32.
+const LONG_LEN: u8 = u8::MAX;
+
+/// One record's contribution to a name, as the store tracks it: the owner's id and the
+/// record's index in that owner's list (with `Contribution::DERIVED` set: the PTR derived
+/// from that record's address).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Contribution {
+    pub owner: u32,
+    pub index: u32,
+}
+
+impl Contribution {
+    pub const DERIVED: u32 = 1 << 31;
 }
 
 /// One RRset of a `NameEntry`.
@@ -36,11 +61,55 @@ pub struct RrSet<'a> {
 }
 
 impl NameEntry {
-    /// Builds the entry from every record of one name. Identical data from several owners
-    /// appears once; an RRset's TTL is the lowest TTL among its records (RFC 2181 5.2).
-    pub fn build(mut records: Vec<(RData, u32)>) -> NameEntry {
+    /// Builds the entry of the name `key` (lowercase wire form) from every record of it and
+    /// the contributions they come from, plus RRsets prepared elsewhere (`extra`: type,
+    /// count, records; the apex's NS and SOA). Identical data from several owners appears
+    /// once; an RRset's TTL is the lowest TTL among its records (RFC 2181 5.2). `scratch`
+    /// is a buffer reused between calls.
+    pub fn build(
+        scratch: &mut Vec<u8>,
+        key: &[u8],
+        contributions: &[Contribution],
+        records: &mut [(RData, u32)],
+        extra: &[(RType, u16, &[u8])],
+    ) -> NameEntry {
+        NameEntry::encode(scratch, key, contributions, records, extra);
+        NameEntry::from_encoded(scratch)
+    }
+
+    /// The entry's bytes as `build` would make them, written into `scratch` (cleared first),
+    /// so that an unchanged entry can be kept without allocating (`same_as`).
+    pub fn encode(
+        scratch: &mut Vec<u8>,
+        key: &[u8],
+        contributions: &[Contribution],
+        records: &mut [(RData, u32)],
+        extra: &[(RType, u16, &[u8])],
+    ) {
         records.sort_by_key(|r| r.0.rtype());
-        let mut blob = Vec::with_capacity(records.len() * 24 + 8);
+        let blob = scratch;
+        blob.clear();
+        blob.push(key.len() as u8);
+        blob.extend_from_slice(key);
+        let len_at = blob.len();
+        blob.push(0);
+        for c in contributions {
+            write_varint(blob, c.owner);
+            let derived = c.index & Contribution::DERIVED != 0;
+            write_varint(
+                blob,
+                (c.index & !Contribution::DERIVED) << 1 | derived as u32,
+            );
+        }
+        let len = blob.len() - len_at - 1;
+        match u8::try_from(len) {
+            Ok(n) if n < LONG_LEN => blob[len_at] = n,
+            _ => {
+                blob[len_at] = LONG_LEN;
+                let bytes = (len as u32).to_le_bytes();
+                blob.splice(len_at + 1..len_at + 1, bytes);
+            }
+        }
         let mut i = 0;
         while i < records.len() {
             let rtype = records[i].0.rtype();
@@ -53,13 +122,11 @@ impl NameEntry {
             let header_at = blob.len();
             blob.extend_from_slice(&[0; RRSET_HEADER]);
             let mut count: u16 = 0;
-            let mut seen: Vec<&RData> = Vec::with_capacity(set.len());
-            for (data, _) in set {
-                if seen.contains(&data) || count == u16::MAX {
+            for (k, (data, _)) in set.iter().enumerate() {
+                if set[..k].iter().any(|(d, _)| d == data) || count == u16::MAX {
                     continue;
                 }
-                seen.push(data);
-                write_rr(&mut blob, rtype, ttl, |out| encode_rdata(data, out));
+                write_rr(blob, rtype, ttl, |out| encode_rdata(data, out));
                 count += 1;
             }
             let len = (blob.len() - header_at - RRSET_HEADER) as u32;
@@ -68,22 +135,82 @@ impl NameEntry {
             blob[header_at + 4..header_at + 8].copy_from_slice(&len.to_be_bytes());
             i = j;
         }
-        NameEntry { blob: blob.into() }
+        for (rtype, count, wire) in extra {
+            blob.extend_from_slice(&rtype.0.to_be_bytes());
+            blob.extend_from_slice(&count.to_be_bytes());
+            blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
+            blob.extend_from_slice(wire);
+        }
     }
 
-    /// Adds an RRset built elsewhere (the apex SOA): `wire` holds `count` records.
-    pub fn with_rrset(self, rtype: RType, count: u16, wire: &[u8]) -> NameEntry {
-        let mut blob = self.blob.to_vec();
-        blob.extend_from_slice(&rtype.0.to_be_bytes());
-        blob.extend_from_slice(&count.to_be_bytes());
-        blob.extend_from_slice(&(wire.len() as u32).to_be_bytes());
-        blob.extend_from_slice(wire);
-        NameEntry { blob: blob.into() }
+    /// The entry of bytes written by `encode`.
+    pub fn from_encoded(bytes: &[u8]) -> NameEntry {
+        NameEntry {
+            blob: ThinArc::from_header_and_slice((), bytes),
+        }
+    }
+
+    /// Whether this entry's bytes are `encoded`.
+    pub fn same_as(&self, encoded: &[u8]) -> bool {
+        self.bytes() == encoded
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.blob.slice
+    }
+
+    /// The name, in lowercase wire form.
+    #[inline]
+    pub fn key(&self) -> &[u8] {
+        let b = self.bytes();
+        &b[1..1 + b[0] as usize]
+    }
+
+    /// Where the contributions start and end.
+    #[inline]
+    fn contributions_span(&self) -> (usize, usize) {
+        let b = self.bytes();
+        let at = 1 + b[0] as usize;
+        if b[at] < LONG_LEN {
+            (at + 1, at + 1 + b[at] as usize)
+        } else {
+            let n = u32::from_le_bytes(b[at + 1..at + 5].try_into().expect("4 bytes"));
+            (at + 5, at + 5 + n as usize)
+        }
+    }
+
+    /// Where the RRsets start.
+    #[inline]
+    fn rrsets_at(&self) -> usize {
+        self.contributions_span().1
+    }
+
+    /// The contributions the entry was built from, in order.
+    pub fn contributions(&self) -> impl Iterator<Item = Contribution> + '_ {
+        let (start, end) = self.contributions_span();
+        let mut bytes = &self.bytes()[start..end];
+        std::iter::from_fn(move || {
+            if bytes.is_empty() {
+                return None;
+            }
+            let owner = read_varint(&mut bytes);
+            let index = read_varint(&mut bytes);
+            let derived = if index & 1 != 0 {
+                Contribution::DERIVED
+            } else {
+                0
+            };
+            Some(Contribution {
+                owner,
+                index: index >> 1 | derived,
+            })
+        })
     }
 
     pub fn rrsets(&self) -> impl Iterator<Item = RrSet<'_>> {
-        let mut at = 0;
-        let blob = &self.blob;
+        let mut at = self.rrsets_at();
+        let blob = self.bytes();
         std::iter::from_fn(move || {
             if at + RRSET_HEADER > blob.len() {
                 return None;
@@ -103,13 +230,37 @@ impl NameEntry {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.blob.is_empty()
+        self.rrsets_at() == self.bytes().len()
     }
 
     /// Bytes held, for memory accounting.
     pub fn heap_size(&self) -> usize {
-        self.blob.len()
+        self.bytes().len()
     }
+}
+
+/// Appends `v` as an LEB128 varint (seven bits a byte, low bits first).
+fn write_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an LEB128 varint written by `write_varint` from the front of `bytes`.
+fn read_varint(bytes: &mut &[u8]) -> u32 {
+    let mut v = 0u32;
+    let mut shift = 0;
+    while let Some((&b, rest)) = bytes.split_first() {
+        *bytes = rest;
+        v |= ((b & 0x7f) as u32) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
 }
 
 /// Writes the reverse-lookup name of `ip` in lowercase wire format (the wire form of
@@ -253,14 +404,41 @@ mod tests {
 
     #[test]
     fn groups_dedupes_and_takes_lowest_ttl() {
-        let entry = NameEntry::build(vec![
-            (RData::A("10.0.0.2".parse().unwrap()), 30),
-            (RData::Txt("hi".into()), 10),
-            (RData::A("10.0.0.1".parse().unwrap()), 10),
-            (RData::A("10.0.0.2".parse().unwrap()), 60),
-        ]);
+        let key = n("web.docker").to_wire();
+        let contribs = [Contribution {
+            owner: 3,
+            index: 7 | Contribution::DERIVED,
+        }];
+        let entry = NameEntry::build(
+            &mut Vec::new(),
+            &key,
+            &contribs,
+            &mut [
+                (RData::A("10.0.0.2".parse().unwrap()), 30),
+                (RData::Txt("hi".into()), 10),
+                (RData::A("10.0.0.1".parse().unwrap()), 10),
+                (RData::A("10.0.0.2".parse().unwrap()), 60),
+            ],
+            &[(RType::NS, 1, b"not parsed")],
+        );
+        assert_eq!(entry.key(), &key[..]);
+        assert_eq!(entry.contributions().collect::<Vec<_>>(), contribs);
+        assert_eq!(entry.rrset(RType::NS).unwrap().wire, b"not parsed");
+        // Contributions of 255 bytes and more take the long form; varints of every width.
+        for n in [1u32, 120, 127, 128, 300] {
+            let many: Vec<_> = (0..n)
+                .map(|i| Contribution {
+                    owner: i.wrapping_mul(40_000_003),
+                    index: i.wrapping_mul(1_000_003) & !Contribution::DERIVED
+                        | if i % 2 == 0 { Contribution::DERIVED } else { 0 },
+                })
+                .collect();
+            let e = NameEntry::build(&mut Vec::new(), &key, &many, &mut [], &[]);
+            assert_eq!(e.contributions().collect::<Vec<_>>(), many);
+            assert!(e.is_empty() && e.rrsets().next().is_none());
+        }
         let sets: Vec<_> = entry.rrsets().collect();
-        assert_eq!(sets.len(), 2);
+        assert_eq!(sets.len(), 3);
         assert_eq!(sets[0].rtype, RType::A);
         assert_eq!(sets[0].count, 2);
         assert_eq!(sets[1].rtype, RType::TXT);

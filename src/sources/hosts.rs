@@ -44,6 +44,8 @@ pub struct LineError {
 pub fn parse_hosts(text: &str, zone: &Name) -> (Vec<Record>, Vec<LineError>) {
     let mut records = Vec::new();
     let mut errors = Vec::new();
+    // One line's names, reused from line to line.
+    let mut names = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("");
         let mut parts = line.split_whitespace();
@@ -66,22 +68,25 @@ pub fn parse_hosts(text: &str, zone: &Name) -> (Vec<Record>, Vec<LineError>) {
                 continue;
             }
         };
-        let names: Vec<&str> = parts.collect();
-        if names.is_empty() {
-            errors.push(bad(format!("no name after {ip_text}")));
-            continue;
+        names.clear();
+        let mut bad_name = None;
+        let mut any = false;
+        for n in parts {
+            any = true;
+            match Name::qualify(n, zone) {
+                Ok(name) => names.push(name),
+                Err(e) => {
+                    bad_name = Some(format!("name {n:?}: {e}"));
+                    break;
+                }
+            }
         }
-        let parsed: Result<Vec<Name>, String> = names
-            .iter()
-            .map(|n| Name::qualify(n, zone).map_err(|e| format!("name {n:?}: {e}")))
-            .collect();
-        match parsed {
-            Ok(names) => records.extend(
-                names
-                    .into_iter()
-                    .map(|n| Record::new(n, RData::address(ip))),
-            ),
-            Err(reason) => errors.push(bad(reason)),
+        if !any {
+            errors.push(bad(format!("no name after {ip_text}")));
+        } else if let Some(reason) = bad_name {
+            errors.push(bad(reason));
+        } else {
+            records.extend(names.drain(..).map(|n| Record::new(n, RData::address(ip))));
         }
     }
     (records, errors)
@@ -317,7 +322,9 @@ impl HostsSource {
         }
         let text = match std::fs::metadata(path) {
             Ok(m) if m.is_file() => match std::fs::read(path) {
-                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                // Valid UTF-8 (the usual case) is taken as it is, without a second copy.
+                Ok(bytes) => String::from_utf8(bytes)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return self.withdraw(path, served).await
                 }
@@ -346,6 +353,8 @@ impl HostsSource {
             return Ok(());
         }
         let (records, errors) = parse_hosts(&text, &self.zone);
+        // A large file's text is not kept while the store builds its records (peak RSS).
+        drop(text);
         for e in &errors {
             warn!(file = %path.display(), line = e.line, reason = %e.reason, "bad hosts line skipped");
         }
