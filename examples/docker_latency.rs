@@ -121,6 +121,8 @@ impl Joyride {
         let log = std::env::temp_dir().join(format!("{tag}-joyride.log"));
         let child = Command::new(bin)
             .args(["--no-forward", "--dns-listen", &server.to_string()])
+            // Any free port: another joyride may hold the default one.
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(["--docker-host", "unix:///var/run/docker.sock"])
             .args(["--host-ip", "127.0.0.2", "--log-level", "info"])
             .args(["--log-format", "json"])
@@ -309,7 +311,9 @@ async fn main() {
     } else {
         Default::default()
     };
-    // Kept containers beyond this run's count are stopped (a later run starts them again).
+    // Kept containers beyond this run's count are stopped (a later run starts them again),
+    // one at a time: many kills at once deadlocked engine 20.10 (libnetwork's
+    // unWatchSvcRecord) on this machine.
     let wanted: std::collections::HashSet<&String> = names.iter().collect();
     futures_util::stream::iter(running.iter().filter(|n| !wanted.contains(n)))
         .map(|name| {
@@ -320,7 +324,7 @@ async fn main() {
                     .await;
             }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(1)
         .collect::<Vec<()>>()
         .await;
     let started = Instant::now();
