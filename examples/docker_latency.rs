@@ -339,10 +339,15 @@ async fn main() {
                 extra.push(("jrt-bench-keep".to_string(), "1".to_string()));
             }
             let fut = create(name.clone(), "none", extra);
+            let remove = remove(name.clone());
             async move {
-                // A kept container that was stopped only needs starting.
-                if keep && docker.start_container(&name, None).await.is_ok() {
-                    return;
+                // A kept container that was stopped only needs starting; one that does not
+                // start (an engine restart can leave its old task behind) is made anew.
+                if keep {
+                    if docker.start_container(&name, None).await.is_ok() {
+                        return;
+                    }
+                    remove.await;
                 }
                 let name = fut.await;
                 docker.start_container(&name, None).await.expect("start");
