@@ -12,6 +12,14 @@
 //! Prints one line: `docker-latency: start_p50_ms=... reconcile_1000_ms=...`.
 //! Run through `scripts/bench-docker-latency`. Containers are labelled `jrt-bench=<run id>`
 //! and removed at the end.
+//!
+//! Options: `--count N` (0 skips the start/die part), `--reconcile M`, `--runs K` (K fresh
+//! joyrides against the same M containers; the line gives the median and every run), and
+//! `--keep`: the M containers get stable names (`jrt-bench-keep-rI`, label
+//! `jrt-bench-keep`), those already there are reused (kept ones beyond M are stopped) and
+//! all are left at the end, so that repeated measurements need not create 1,000 containers
+//! each time. Remove them
+//! with `docker rm -f $(docker ps -aq --filter label=jrt-bench-keep)`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -22,13 +30,17 @@ use std::time::{Duration, Instant, SystemTime};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, KillContainerOptions,
-    RemoveContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 const IMAGE: &str = "joyride-test/busybox:latest";
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -109,6 +121,8 @@ impl Joyride {
         let log = std::env::temp_dir().join(format!("{tag}-joyride.log"));
         let child = Command::new(bin)
             .args(["--no-forward", "--dns-listen", &server.to_string()])
+            // Any free port: another joyride may hold the default one.
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(["--docker-host", "unix:///var/run/docker.sock"])
             .args(["--host-ip", "127.0.0.2", "--log-level", "info"])
             .args(["--log-format", "json"])
@@ -146,6 +160,8 @@ async fn main() {
     let bin = arg("--joyride", "target/release/joyride");
     let count: usize = arg("--count", "200").parse().unwrap();
     let many: usize = arg("--reconcile", "1000").parse().unwrap();
+    let runs: usize = arg("--runs", "1").parse::<usize>().unwrap().max(1);
+    let keep = flag("--keep");
     let run = format!("jrt-bench-{}", std::process::id());
     let docker =
         Docker::connect_with_unix("/var/run/docker.sock", 120, bollard::API_DEFAULT_VERSION)
@@ -184,7 +200,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let labels: HashMap<String, String> = [("jrt-bench".to_string(), run.clone())].into();
-    let create = |name: String, network: &'static str, extra: Option<(String, String)>| {
+    let create = |name: String, network: &'static str, extra: Vec<(String, String)>| {
         let docker = docker.clone();
         let mut labels = labels.clone();
         labels.extend(extra);
@@ -194,7 +210,7 @@ async fn main() {
                     Some(CreateContainerOptionsBuilder::new().name(&name).build()),
                     ContainerCreateBody {
                         image: Some(IMAGE.into()),
-                        cmd: Some(vec!["sleep".into(), "3600".into()]),
+                        cmd: Some(vec!["sleep".into(), "86400".into()]),
                         labels: Some(labels),
                         host_config: Some(HostConfig {
                             network_mode: Some(network.into()),
@@ -230,7 +246,7 @@ async fn main() {
     let mut start_ms = Vec::new();
     let mut die_ms = Vec::new();
     for i in 0..count {
-        let name = create(format!("{run}-l{i}"), "bridge", None).await;
+        let name = create(format!("{run}-l{i}"), "bridge", Vec::new()).await;
         let dns = format!("{name}.docker");
         let server = j.server;
         let poll = tokio::task::spawn_blocking({
@@ -271,17 +287,68 @@ async fn main() {
     die_ms.sort_by(f64::total_cmp);
 
     // 2. Reconcile of many running containers.
-    let names: Vec<String> = (0..many).map(|i| format!("{run}-r{i}")).collect();
-    let started = Instant::now();
-    futures_util::stream::iter(names.clone())
+    let prefix = if keep {
+        "jrt-bench-keep".to_string()
+    } else {
+        run.clone()
+    };
+    let names: Vec<String> = (0..many).map(|i| format!("{prefix}-r{i}")).collect();
+    let running: std::collections::HashSet<String> = if keep {
+        let filters: HashMap<&str, Vec<&str>> = [("label", vec!["jrt-bench-keep"])].into();
+        docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(false)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .filter_map(|c| c.names?.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect()
+    } else {
+        Default::default()
+    };
+    // Kept containers beyond this run's count are stopped (a later run starts them again),
+    // one at a time: many kills at once deadlocked engine 20.10 (libnetwork's
+    // unWatchSvcRecord) on this machine.
+    let wanted: std::collections::HashSet<&String> = names.iter().collect();
+    futures_util::stream::iter(running.iter().filter(|n| !wanted.contains(n)))
         .map(|name| {
             let docker = docker.clone();
-            let host_name = (
+            async move {
+                let _ = docker
+                    .kill_container(name, None::<KillContainerOptions>)
+                    .await;
+            }
+        })
+        .buffer_unordered(1)
+        .collect::<Vec<()>>()
+        .await;
+    let started = Instant::now();
+    futures_util::stream::iter(names.iter().filter(|n| !running.contains(*n)).cloned())
+        .map(|name| {
+            let docker = docker.clone();
+            let mut extra = vec![(
                 "joyride.host.name".to_string(),
                 format!("{name}.bench.test"),
-            );
-            let fut = create(name, "none", Some(host_name));
+            )];
+            if keep {
+                extra.push(("jrt-bench-keep".to_string(), "1".to_string()));
+            }
+            let fut = create(name.clone(), "none", extra);
+            let remove = remove(name.clone());
             async move {
+                // A kept container that was stopped only needs starting; one that does not
+                // start (an engine restart can leave its old task behind) is made anew.
+                if keep {
+                    if docker.start_container(&name, None).await.is_ok() {
+                        return;
+                    }
+                    remove.await;
+                }
                 let name = fut.await;
                 docker.start_container(&name, None).await.expect("start");
             }
@@ -290,43 +357,70 @@ async fn main() {
         .collect::<Vec<()>>()
         .await;
     eprintln!(
-        "docker-latency: {many} containers started in {:.1} s",
+        "docker-latency: {many} containers running ({} reused), started in {:.1} s",
+        names.iter().filter(|n| running.contains(*n)).count(),
         started.elapsed().as_secs_f64()
     );
-    let t0 = Instant::now();
-    let j = Joyride::start(&bin, &format!("{run}-r"));
-    let server = j.server;
-    let all = tokio::task::spawn_blocking(move || {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut id = 0u16;
-        for name in &names {
-            let dns = format!("{name}.bench.test");
-            loop {
-                id = id.wrapping_add(1);
-                if let Some((0, an)) = query(&sock, server, &dns, id) {
-                    if an > 0 {
-                        break;
+    let mut all_ms: Vec<Option<u128>> = Vec::new();
+    let mut source_ms: Vec<Option<u64>> = Vec::new();
+    for r in 0..runs {
+        let t0 = Instant::now();
+        let j = Joyride::start(&bin, &format!("{run}-r{r}"));
+        let server = j.server;
+        let names = names.clone();
+        let all = tokio::task::spawn_blocking(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            // Short: a query sent before joyride has bound its socket is lost, and waiting
+            // 500 ms for its answer added half a second to the figure whenever the first
+            // query won that race.
+            sock.set_read_timeout(Some(Duration::from_millis(10)))
+                .unwrap();
+            let mut id = 0u16;
+            for name in &names {
+                let dns = format!("{name}.bench.test");
+                loop {
+                    id = id.wrapping_add(1);
+                    if let Some((0, an)) = query(&sock, server, &dns, id) {
+                        if an > 0 {
+                            break;
+                        }
                     }
+                    if t0.elapsed() > Duration::from_secs(120) {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
                 }
-                if t0.elapsed() > Duration::from_secs(120) {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_micros(500));
             }
+            Some(t0.elapsed())
+        })
+        .await
+        .unwrap();
+        // The source logs its reconcile time when connected, which may trail the names.
+        let mut reconcile_log = j.reconcile_ms();
+        for _ in 0..100 {
+            if reconcile_log.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reconcile_log = j.reconcile_ms();
         }
-        Some(t0.elapsed())
-    })
-    .await
-    .unwrap();
-    let reconcile_log = j.reconcile_ms();
-    drop(j);
-    futures_util::stream::iter((0..many).map(|i| format!("{run}-r{i}")))
-        .map(remove)
-        .buffer_unordered(8)
-        .collect::<Vec<()>>()
-        .await;
+        drop(j);
+        eprintln!(
+            "docker-latency: run {}: all {many} names in {} ms, source reconcile {} ms",
+            r + 1,
+            all.map_or("timeout".into(), |d| d.as_millis().to_string()),
+            reconcile_log.map_or("?".into(), |m| m.to_string()),
+        );
+        all_ms.push(all.map(|d| d.as_millis()));
+        source_ms.push(reconcile_log);
+    }
+    if !keep {
+        futures_util::stream::iter(names)
+            .map(remove)
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+    }
 
     let f = |v: f64| format!("{v:.2}");
     println!(
@@ -337,7 +431,32 @@ async fn main() {
         f(percentile(&die_ms, 50.0)),
         f(percentile(&die_ms, 99.0)),
         f(percentile(&die_ms, 100.0)),
-        all.map_or("timeout".into(), |d| d.as_millis().to_string()),
-        reconcile_log.map_or("?".into(), |m| m.to_string()),
+        median(&all_ms).map_or("timeout".into(), |m| m.to_string()),
+        median(&source_ms).map_or("?".into(), |m| m.to_string()),
     );
+    if runs > 1 {
+        let list = |v: Vec<String>| v.join(",");
+        println!(
+            "docker-latency: runs={runs} reconcile_{many}_runs_ms={} source_reconcile_runs_ms={}",
+            list(
+                all_ms
+                    .iter()
+                    .map(|m| m.map_or("timeout".into(), |m| m.to_string()))
+                    .collect()
+            ),
+            list(
+                source_ms
+                    .iter()
+                    .map(|m| m.map_or("?".into(), |m| m.to_string()))
+                    .collect()
+            ),
+        );
+    }
+}
+
+/// The median of the runs, `None` if any run failed to give a figure.
+fn median<T: Copy + Ord>(runs: &[Option<T>]) -> Option<T> {
+    let mut v: Vec<T> = runs.iter().copied().collect::<Option<_>>()?;
+    v.sort();
+    v.get(v.len() / 2).copied()
 }
