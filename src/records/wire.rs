@@ -470,6 +470,21 @@ mod tests {
     }
 
     #[test]
+    fn large_rrsets_dedupe_like_small_ones() {
+        // One PTR name shared by many owners: past SCAN_DEDUP_UP_TO the hash set decides.
+        let key = n("2.0.0.127.in-addr.arpa").to_wire();
+        for unique in [3usize, SCAN_DEDUP_UP_TO, SCAN_DEDUP_UP_TO + 1, 200] {
+            let mut recs: Vec<_> = (0..unique * 3)
+                .map(|i| (RData::Ptr(n(&format!("c{}.docker", i % unique))), 10))
+                .collect();
+            let e = NameEntry::build(&mut Vec::new(), &key, &[], &mut recs, &[]);
+            let set = e.rrset(RType::PTR).unwrap();
+            assert_eq!(set.count as usize, unique, "{unique} names, each thrice");
+            assert_eq!(records(set.wire).count(), unique);
+        }
+    }
+
+    #[test]
     fn reverse_wire_names_match_the_string_form() {
         for ip in ["10.1.2.3", "0.0.0.0", "255.100.9.1", "2001:db8::1", "::"] {
             let ip: IpAddr = ip.parse().unwrap();
