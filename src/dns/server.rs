@@ -263,7 +263,11 @@ impl UdpWorker {
                     None,
                 ) {
                     Ok(msgs) => received.extend(msgs.map(|m| (m.bytes, m.address))),
-                    Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN | Errno::EINTR) => {
+                        // Nothing came within UDP_WAKE: the stream is over, no more pauses.
+                        pacer.received(0, UDP_WAKE);
+                        continue;
+                    }
                     Err(e) => {
                         // ICMP errors from earlier sends (ECONNREFUSED) and the like: the
                         // socket is still good.
