@@ -112,8 +112,8 @@ pub struct Cli {
     #[arg(long, env = "JOYRIDE_UDP_THREADS", value_name = "N")]
     pub udp_threads: Option<String>,
 
-    /// Microseconds a busy UDP worker lets queries gather before its next batch; 0: never
-    /// [default: 0]. Only when queries come faster than one per window; see README.
+    /// Microseconds a busy UDP worker may let queries gather when its queue is empty; 0:
+    /// never [default: 100]. Only while several come at a time; see README.
     #[arg(long, env = "JOYRIDE_UDP_COALESCE_US", value_name = "MICROSECONDS")]
     pub udp_coalesce_us: Option<String>,
 
@@ -749,7 +749,7 @@ fn seconds(key: &str, v: &str) -> Result<Duration, ConfigError> {
 }
 
 /// `--udp-coalesce-us` when not given.
-pub const DEFAULT_UDP_COALESCE_US: u64 = 0;
+pub const DEFAULT_UDP_COALESCE_US: u64 = 100;
 
 fn number<T>(key: &str, v: &str, min: T, max: T) -> Result<T, ConfigError>
 where

@@ -7,7 +7,7 @@
 
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,8 +131,8 @@ pub struct ServerConfig {
     pub max_udp_size: u16,
     /// Worker threads per UDP socket.
     pub udp_threads: usize,
-    /// Longest a UDP worker lets queries gather between batches when they arrive faster
-    /// than one per this window (see `Pacer`); zero: never.
+    /// How long a UDP worker that finds its queue empty lets queries gather while they
+    /// come several at a time (see `Pacer`); zero: never.
     pub udp_coalesce: Duration,
     /// A TCP connection with no query for this long is closed.
     pub tcp_idle_timeout: Duration,
@@ -244,40 +244,68 @@ impl UdpWorker {
         }
         let mut idle_since = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            if let Some(pause) = pacer.pause() {
-                std::thread::sleep(pause);
-                idle_since = Instant::now();
-            }
             received.clear();
-            {
-                let mut iovs: [[IoSliceMut; 1]; UDP_BATCH] =
-                    std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
-                for (iov, buf) in iovs.iter_mut().zip(bufs.iter_mut()) {
-                    *iov = [IoSliceMut::new(&mut buf[..])];
-                }
-                match recvmmsg(
+            let mut wait_from = idle_since;
+            let outcome = if pacer.gathering() {
+                // Look without blocking first: queries already queued (a client sending as
+                // fast as it is answered) are answered at once. Only when fewer than
+                // MIN_GATHERED are there does the worker sleep for the window, keeping those
+                // few, and then take what came meanwhile.
+                let mut outcome = ignore_eagain(receive(
                     fd,
                     &mut recv_headers,
-                    iovs.iter_mut(),
-                    MsgFlags::MSG_WAITFORONE,
-                    None,
-                ) {
-                    Ok(msgs) => received.extend(msgs.map(|m| (m.bytes, m.address))),
-                    Err(Errno::EAGAIN | Errno::EINTR) => {
-                        // Nothing came within UDP_WAKE: the stream is over, no more pauses.
-                        pacer.received(0, UDP_WAKE);
-                        continue;
-                    }
-                    Err(e) => {
-                        // ICMP errors from earlier sends (ECONNREFUSED) and the like: the
-                        // socket is still good.
-                        debug!(error = %e, "udp receive error");
-                        continue;
-                    }
+                    &mut bufs,
+                    &mut received,
+                    MsgFlags::MSG_DONTWAIT,
+                ));
+                if outcome.is_ok() && received.len() < MIN_GATHERED {
+                    std::thread::sleep(pacer.window());
+                    self.stats.udp_pauses.fetch_add(1, Ordering::Relaxed);
+                    wait_from = Instant::now();
+                    outcome = if received.is_empty() {
+                        receive(
+                            fd,
+                            &mut recv_headers,
+                            &mut bufs,
+                            &mut received,
+                            MsgFlags::MSG_WAITFORONE,
+                        )
+                    } else {
+                        ignore_eagain(receive(
+                            fd,
+                            &mut recv_headers,
+                            &mut bufs,
+                            &mut received,
+                            MsgFlags::MSG_DONTWAIT,
+                        ))
+                    };
                 }
+                outcome
+            } else {
+                receive(
+                    fd,
+                    &mut recv_headers,
+                    &mut bufs,
+                    &mut received,
+                    MsgFlags::MSG_WAITFORONE,
+                )
+            };
+            match outcome {
+                Err(Errno::EAGAIN | Errno::EINTR) if received.is_empty() => {
+                    // Nothing came within UDP_WAKE: the stream is over.
+                    pacer.received(0, UDP_WAKE);
+                    continue;
+                }
+                // ICMP errors from earlier sends (ECONNREFUSED) and the like: the socket is
+                // still good.
+                Err(e) if received.is_empty() => {
+                    debug!(error = %e, "udp receive error");
+                    continue;
+                }
+                _ => {}
             }
             let started = Instant::now();
-            pacer.received(received.len(), started.duration_since(idle_since));
+            pacer.received(received.len(), started.duration_since(wait_from));
             let snapshot = self.reader.load();
             reply_to.clear();
             let mut answered = 0u64;
@@ -310,15 +338,25 @@ impl UdpWorker {
                 let slices: [[IoSlice; 1]; UDP_BATCH] =
                     std::array::from_fn(|i| [IoSlice::new(&outs[i][..])]);
                 let no_cmsgs: [ControlMessage; 0] = [];
-                if let Err(e) = sendmmsg(
-                    fd,
-                    &mut send_headers,
-                    slices[..reply_to.len()].iter(),
-                    &reply_to,
-                    no_cmsgs,
-                    MsgFlags::empty(),
-                ) {
-                    debug!(error = %e, "udp send error");
+                // sendmmsg stops at the first reply it cannot send (a client with no route
+                // back, a firewall rule): skip that one and send the rest.
+                let mut sent = 0;
+                while sent < reply_to.len() {
+                    match sendmmsg(
+                        fd,
+                        &mut send_headers,
+                        slices[sent..reply_to.len()].iter(),
+                        &reply_to[sent..],
+                        no_cmsgs,
+                        MsgFlags::empty(),
+                    ) {
+                        Ok(results) => sent += results.count().max(1),
+                        Err(e) => {
+                            debug!(error = %e, "udp send error");
+                            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            sent += 1;
+                        }
+                    }
                 }
             }
             idle_since = Instant::now();
@@ -456,39 +494,74 @@ impl TcpServer {
 
 /// Decides when a UDP worker lets queries gather before its next receive.
 ///
-/// At a steady moderate rate (tens of thousands of queries a second on one core) every
-/// query would otherwise cost a wake-up, a receive and a send of its own, and each reply a
-/// wake-up of the client; most of that is per system call, not per byte. When the last
-/// wait for a query was shorter than the window and it brought several queries at once
-/// (`MIN_GATHERED`: many clients, or many queries in flight), the worker sleeps for the
-/// window and then takes what came in one `recvmmsg` and answers it with one `sendmmsg`. A
-/// query waits at most the window longer. Below one query per window (a quiet home network)
-/// the worker never sleeps and answers each query the moment it arrives; neither does it for
-/// a lone client asking one query at a time, or an A and AAAA pair, however fast; under full
-/// load batches are already full and it does not sleep either.
+/// At a steady moderate rate (tens of thousands of queries a second on one core) a worker
+/// that blocks for the next query is woken for almost every query, and each of its small
+/// batches of replies wakes the client's thread again; perf shows those wake-ups, not the
+/// answering, as the largest cost that a server can avoid. So, like NIC interrupt moderation
+/// or the kernel's `napi_defer_hard_irqs`: while queries come several at a time
+/// (`MIN_GATHERED` or more per batch, and the last wait shorter than the window), the worker
+/// first looks without blocking. Queries already queued are answered at once; only when the
+/// queue is empty does it sleep for the window, then take what came in one `recvmmsg` and
+/// answer it with one `sendmmsg`. A query waits at most the window longer.
+///
+/// It never pauses below one query per window (a quiet home network), for a lone client
+/// asking one query at a time or an A and AAAA pair however fast, or while queries are
+/// already waiting (a client that sends as fast as it is answered).
 struct Pacer {
     window: Duration,
-    sleep: bool,
+    gathering: bool,
 }
 
 impl Pacer {
     fn new(window: Duration) -> Pacer {
         Pacer {
             window,
-            sleep: false,
+            gathering: false,
         }
     }
 
     /// `n` datagrams came after waiting `waited` for the first.
     fn received(&mut self, n: usize, waited: Duration) {
-        self.sleep = !self.window.is_zero()
-            && (MIN_GATHERED..UDP_BATCH).contains(&n)
-            && waited < self.window;
+        self.gathering = !self.window.is_zero() && n >= MIN_GATHERED && waited < self.window;
     }
 
-    /// How long to let queries gather before the next receive.
-    fn pause(&self) -> Option<Duration> {
-        self.sleep.then_some(self.window)
+    /// Whether the next receive gathers: looks without blocking and, finding fewer than
+    /// `MIN_GATHERED` queries, sleeps for the window before taking more.
+    fn gathering(&self) -> bool {
+        self.gathering
+    }
+
+    fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+/// Receives into the free part of `bufs` (from `received.len()` on), appending each
+/// datagram's length and sender to `received`.
+fn receive(
+    fd: RawFd,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [[u8; MAX_UDP_QUERY]],
+    received: &mut Vec<(usize, Option<SockaddrStorage>)>,
+    flags: MsgFlags,
+) -> nix::Result<()> {
+    let free = &mut bufs[received.len()..];
+    let n = free.len().min(UDP_BATCH);
+    let mut iovs: [[IoSliceMut; 1]; UDP_BATCH] =
+        std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+    for (iov, buf) in iovs.iter_mut().zip(free.iter_mut()) {
+        *iov = [IoSliceMut::new(&mut buf[..])];
+    }
+    let msgs = recvmmsg(fd, headers, iovs[..n].iter_mut(), flags, None)?;
+    received.extend(msgs.map(|m| (m.bytes, m.address)));
+    Ok(())
+}
+
+/// A non-blocking receive that found nothing is not an error.
+fn ignore_eagain(result: nix::Result<()>) -> nix::Result<()> {
+    match result {
+        Err(Errno::EAGAIN) => Ok(()),
+        other => other,
     }
 }
 
@@ -507,21 +580,29 @@ mod tests {
     const W: Duration = Duration::from_micros(50);
 
     #[test]
-    fn pacer_sleeps_only_while_queries_come_faster_than_the_window() {
+    fn pacer_gathers_only_while_queries_come_several_at_a_time_and_fast() {
         let mut p = Pacer::new(W);
-        assert_eq!(p.pause(), None, "never before the first query");
+        assert!(!p.gathering(), "never before the first query");
+        assert_eq!(p.window(), W);
         // A quiet network: the first query after a long wait is answered at once.
         p.received(1, Duration::from_millis(3));
-        assert_eq!(p.pause(), None);
-        // Queries came 20 us after the worker went idle: a steady stream; let them gather.
+        assert!(!p.gathering());
+        // Three queries came 20 us after the worker went idle: a steady stream.
         p.received(3, Duration::from_micros(20));
-        assert_eq!(p.pause(), Some(W));
-        // After the pause the queue was non-empty at once: keep gathering.
+        assert!(p.gathering());
+        // What was queued, or what the pause gathered, was several: keep gathering.
         p.received(4, Duration::ZERO);
-        assert_eq!(p.pause(), Some(W));
-        // The stream stopped: the next query waited long; answer without pausing again.
-        p.received(1, Duration::from_millis(1));
-        assert_eq!(p.pause(), None);
+        assert!(p.gathering());
+        p.received(UDP_BATCH, Duration::ZERO);
+        assert!(p.gathering());
+        // The stream thinned out: fewer than MIN_GATHERED in a window; block for the next.
+        p.received(2, Duration::ZERO);
+        assert!(!p.gathering());
+        // The stream stopped: the next queries waited long; answer without pausing.
+        p.received(5, Duration::from_millis(1));
+        assert!(!p.gathering());
+        p.received(0, UDP_WAKE);
+        assert!(!p.gathering());
     }
 
     #[test]
@@ -531,17 +612,16 @@ mod tests {
         // resolving names in a loop); or getaddrinfo's A and AAAA pair.
         for n in [1, 2, 1, 2, 2, 1] {
             p.received(n, Duration::from_micros(15));
-            assert_eq!(p.pause(), None, "{n} queries");
+            assert!(!p.gathering(), "{n} queries");
         }
     }
 
     #[test]
-    fn pacer_never_sleeps_when_batches_are_full_or_it_is_off() {
-        let mut p = Pacer::new(W);
-        p.received(UDP_BATCH, Duration::ZERO);
-        assert_eq!(p.pause(), None, "a full batch: more are waiting already");
+    fn pacer_off_never_gathers() {
         let mut off = Pacer::new(Duration::ZERO);
-        off.received(1, Duration::ZERO);
-        assert_eq!(off.pause(), None);
+        off.received(UDP_BATCH, Duration::ZERO);
+        assert!(!off.gathering());
+        off.received(5, Duration::ZERO);
+        assert!(!off.gathering());
     }
 }

@@ -30,12 +30,16 @@ pub const LATENCY_BUCKETS_US: [u64; 8] = [10, 25, 50, 100, 250, 1_000, 10_000, 1
 pub struct WorkerStats {
     by_rcode: [AtomicU64; RCODE_SLOTS],
     by_type: [AtomicU64; COUNTED_TYPES.len() + 1],
-    /// Packets not answered: too short, or responses.
+    /// Packets not answered (too short, or responses), and UDP replies the kernel refused
+    /// to send (no route back to the client, a firewall rule).
     pub dropped: AtomicU64,
     /// Queries relayed to an upstream.
     pub forwarded: AtomicU64,
     /// Forwarded queries no upstream answered (answered SERVFAIL).
     pub forward_failures: AtomicU64,
+    /// Times a UDP worker found its queue empty while queries came several at a time and
+    /// slept to let them gather (`Pacer`).
+    pub udp_pauses: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     latency_sum_ns: AtomicU64,
 }
@@ -89,6 +93,7 @@ pub struct StatsTotals {
     pub dropped: u64,
     pub forwarded: u64,
     pub forward_failures: u64,
+    pub udp_pauses: u64,
     /// Cumulative histogram: (upper bound in seconds, count), the last `+Inf`.
     pub latency_buckets: Vec<(f64, u64)>,
     pub latency_sum_seconds: f64,
@@ -139,6 +144,7 @@ impl DnsStats {
             t.dropped += w.dropped.load(Relaxed);
             t.forwarded += w.forwarded.load(Relaxed);
             t.forward_failures += w.forward_failures.load(Relaxed);
+            t.udp_pauses += w.udp_pauses.load(Relaxed);
             sum_ns += w.latency_sum_ns.load(Relaxed);
         }
         let mut other = 0;

@@ -309,6 +309,7 @@ pub fn status_body(state: &WebState, snap: &Snapshot) -> Value {
             "forwarded": stats.forwarded,
             "forward_failures": stats.forward_failures,
             "dropped": stats.dropped,
+            "udp_pauses": stats.udp_pauses,
         },
         "cluster": {
             "enabled": members.is_some(),

@@ -172,8 +172,14 @@ pub fn render(m: &MetricsInput) -> String {
         ),
         (
             "joyride_dns_dropped_total",
-            "Packets not answered (too short, or responses).",
+            "Packets not answered (too short, or responses) and UDP replies the kernel refused to send.",
             m.stats.dropped,
+        ),
+        (
+            "joyride_dns_udp_pauses_total",
+            "Times a UDP worker found no query waiting while they came several at a time, \
+             and let them gather for --udp-coalesce-us.",
+            m.stats.udp_pauses,
         ),
     ] {
         header(&mut o, name, "counter", help);
@@ -285,6 +291,7 @@ mod tests {
             forwarded: 2,
             forward_failures: 1,
             dropped: 0,
+            udp_pauses: 5,
             latency_buckets: vec![(0.00001, 1), (0.1, 4), (f64::INFINITY, 4)],
             latency_sum_seconds: 0.002,
             latency_count: 4,
