@@ -239,6 +239,44 @@ fn finish(out: &mut Vec<u8>, q: &Query, code: u8, ctx: &AnswerContext) -> Outcom
     }
 }
 
+/// Cuts a finished UDP reply to its header and question with TC set, keeping its OPT
+/// record, so the client retries over TCP. For a reply the kernel would not send whole (too
+/// large for the interface, and replies are never fragmented). False when `out` is not a
+/// reply with one question.
+pub fn truncate_reply(out: &mut Vec<u8>) -> bool {
+    if out.len() < HEADER_LEN || count(out, 4) != 1 {
+        return false;
+    }
+    let mut at = HEADER_LEN;
+    loop {
+        match out.get(at) {
+            Some(0) => break,
+            Some(&len) if len < 0x40 => at += 1 + len as usize,
+            _ => return false,
+        }
+    }
+    let question_end = at + 1 + 4;
+    if question_end > out.len() {
+        return false;
+    }
+    let opt_at = out.len().saturating_sub(11);
+    let opt = (count(out, 10) > 0
+        && opt_at >= question_end
+        && out[opt_at] == 0
+        && count(out, opt_at + 1) == RType::OPT.0
+        && count(out, opt_at + 9) == 0)
+        .then(|| <[u8; 11]>::try_from(&out[opt_at..]).expect("11 bytes"));
+    out.truncate(question_end);
+    let flags = count(out, 2) | TC;
+    set_count(out, 2, flags);
+    out[6..12].fill(0);
+    if let Some(opt) = opt {
+        out.extend_from_slice(&opt);
+        set_count(out, 10, 1);
+    }
+    true
+}
+
 /// Appends the SOA for a negative answer to the authority section. Its owner is a pointer
 /// to where the zone apex starts inside the question name (`apex_at` bytes into it).
 fn negative_soa(out: &mut Vec<u8>, snap: &Snapshot, apex_at: usize) {
@@ -401,4 +439,65 @@ fn labels(name: &[u8]) -> impl Iterator<Item = &[u8]> {
         at += 1 + len;
         Some(label)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::{Edns, Message, MessageType, Query};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    fn big_reply(edns: bool) -> Vec<u8> {
+        let name = Name::from_ascii("big.docker.").unwrap();
+        let mut m = Message::query();
+        m.add_query(Query::query(name.clone(), RecordType::A));
+        m.metadata.id = 4242;
+        m.metadata.message_type = MessageType::Response;
+        m.metadata.authoritative = true;
+        for i in 0..100u8 {
+            m.answers.push(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A::new(10, 2, 0, i)),
+            ));
+        }
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn truncate_reply_keeps_header_question_and_opt_with_tc_set() {
+        for edns in [true, false] {
+            let mut out = big_reply(edns);
+            assert!(out.len() > 1500);
+            assert!(truncate_reply(&mut out));
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.id, 4242);
+            assert!(m.metadata.truncation && m.metadata.authoritative);
+            assert_eq!(m.queries.len(), 1);
+            assert_eq!(m.queries[0].name().to_ascii(), "big.docker.");
+            assert!(m.answers.is_empty() && m.authorities.is_empty());
+            assert_eq!(
+                m.edns.as_ref().map(|e| e.max_payload()),
+                edns.then_some(4096),
+                "edns {edns}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncate_reply_refuses_what_is_not_a_one_question_reply() {
+        for bad in [
+            &b"short"[..],
+            &[0u8; 12][..],
+            &[0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a'][..],
+        ] {
+            assert!(!truncate_reply(&mut bad.to_vec()), "{bad:?}");
+        }
+    }
 }

@@ -500,3 +500,90 @@ fn udp_bursts_from_many_clients_are_all_answered_while_the_worker_gathers() {
         }
     }
 }
+
+/// `dig` from inside a test namespace; its whole output.
+fn dig_in(ns: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{ns}"))
+        .arg("dig")
+        .args(args)
+        .output()
+        .expect("dig");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A reply larger than the sending interface's MTU is never fragmented (DF is set, RFC
+/// 9715): it goes out truncated, so the client asks again over TCP and gets it whole.
+#[test]
+fn udp_replies_too_large_for_the_interface_come_truncated_not_fragmented() {
+    use crate::testbed::{self, Testbed};
+    if !testbed::available() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    let bed = Testbed::new(2);
+    let (server, client) = (&bed.hosts[0], &bed.hosts[1]);
+    server.exec(&["ip", "link", "set", "eth0", "mtu", "1280"]);
+    let (_hosts, dir) = many_addresses(100); // about 1.6 kB of A records
+    let listen = format!("{}:5353", server.ip);
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &server.ns, JOYRIDE])
+        .args([
+            "--dns-listen",
+            &listen,
+            "--no-forward",
+            "--no-docker",
+            "--no-http",
+        ])
+        .args([
+            "--node-name",
+            "mtu",
+            "--edns-udp-size",
+            "4096",
+            "--hosts-dir",
+            &dir,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn joyride in namespace");
+    let at = format!("@{}", server.ip);
+    let udp_only = [
+        "+bufsize=4096",
+        "+ignore",
+        "+notcp",
+        "+time=2",
+        "+tries=1",
+        "-p",
+        "5353",
+        &at,
+        "big.docker",
+        "A",
+    ];
+    let ready = wait_until(Duration::from_secs(20), || {
+        dig_in(&client.ns, &udp_only).contains("status: NOERROR")
+    });
+    let udp = dig_in(&client.ns, &udp_only);
+    let tcp_fallback = dig_in(
+        &client.ns,
+        &[
+            "+bufsize=4096",
+            "+time=2",
+            "+tries=1",
+            "-p",
+            "5353",
+            &at,
+            "big.docker",
+            "A",
+        ],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready, "joyride in a namespace did not answer: {udp}");
+    assert!(udp.contains(" tc") && udp.contains("ANSWER: 0,"), "{udp}");
+    assert!(
+        udp.contains("; EDNS: version: 0"),
+        "the OPT record is kept: {udp}"
+    );
+    assert!(tcp_fallback.contains("ANSWER: 100,"), "{tcp_fallback}");
+}
