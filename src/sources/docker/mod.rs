@@ -431,13 +431,23 @@ struct Published {
     started_at: i64,
 }
 
+/// What an inspection is for: each kind has its own limit (`Inflight`).
+#[derive(Clone, Copy)]
+enum Why {
+    Event,
+    Reconcile,
+}
+
 /// Per-session bookkeeping of inspections in flight.
 struct Inflight {
     /// Containers being inspected; `true` when another event came meanwhile.
     pending: HashMap<Arc<str>, bool>,
     tasks: JoinSet<Inspected>,
-    /// Bounds the requests open at once (and the engine's work).
+    /// Bounds the requests open at once for events (and the engine's work).
     limit: Arc<tokio::sync::Semaphore>,
+    /// The same for the inspections after a reconcile, apart: a container started while
+    /// a thousand listed ones are being inspected is not queued behind them.
+    reconcile_limit: Arc<tokio::sync::Semaphore>,
 }
 
 impl Inflight {
@@ -446,6 +456,7 @@ impl Inflight {
             pending: HashMap::new(),
             tasks: JoinSet::new(),
             limit: Arc::new(tokio::sync::Semaphore::new(INSPECT_CONCURRENCY)),
+            reconcile_limit: Arc::new(tokio::sync::Semaphore::new(INSPECT_CONCURRENCY)),
         }
     }
 }
@@ -589,7 +600,7 @@ impl DockerSource {
 
         let mut inflight = Inflight::new();
         for id in listed {
-            self.inspect(&docker, &mut inflight, id);
+            self.inspect(&docker, &mut inflight, id, Why::Reconcile);
         }
         loop {
             tokio::select! {
@@ -605,7 +616,7 @@ impl DockerSource {
                         if ends_names(ev.typ, action) && time > engine_now {
                             self.withdraw_if_older(&id, time).await?;
                         }
-                        self.inspect(&docker, &mut inflight, id);
+                        self.inspect(&docker, &mut inflight, id, Why::Event);
                     }
                 }
                 Some(done) = inflight.tasks.join_next() => {
@@ -613,7 +624,7 @@ impl DockerSource {
                     let outdated = inflight.pending.remove(&id).unwrap_or(false);
                     if outdated {
                         // An event came during the inspection: its answer may predate it.
-                        self.inspect(&docker, &mut inflight, id);
+                        self.inspect(&docker, &mut inflight, id, Why::Event);
                         continue;
                     }
                     self.apply(&id, result?.as_ref()).await?;
@@ -624,14 +635,17 @@ impl DockerSource {
     }
 
     /// Starts inspecting `id`, or marks it for another look if an inspection is running.
-    fn inspect(&self, docker: &Docker, inflight: &mut Inflight, id: Arc<str>) {
+    fn inspect(&self, docker: &Docker, inflight: &mut Inflight, id: Arc<str>, why: Why) {
         if let Some(again) = inflight.pending.get_mut(&id) {
             *again = true;
             return;
         }
         inflight.pending.insert(id.clone(), false);
         let docker = docker.clone();
-        let limit = inflight.limit.clone();
+        let limit = match why {
+            Why::Event => inflight.limit.clone(),
+            Why::Reconcile => inflight.reconcile_limit.clone(),
+        };
         inflight.tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             (id.clone(), inspect(&docker, &id).await)
