@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    recvmmsg, sendmmsg, sendto, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
-};
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use rustix::net::sockopt::Ipv4PathMtuDiscovery;
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +32,9 @@ use crate::records::SnapshotReader;
 /// How often a blocked UDP worker wakes to check for shutdown.
 const UDP_WAKE: Duration = Duration::from_millis(200);
 /// Datagrams received (and replies sent) per system call.
-const UDP_BATCH: usize = 32; // at most 32: `UdpWorker::send` marks replies in a u32
+const UDP_BATCH: usize = 32;
+// `UdpWorker::send` marks replies in a u32.
+const _: () = assert!(UDP_BATCH <= 32);
 /// Fewest queries in one batch that let a UDP worker pause to gather more (`Pacer`).
 const MIN_GATHERED: usize = 3;
 /// Largest query read; a longer datagram is cut there (and then fails to parse: FORMERR).
@@ -110,7 +112,11 @@ fn bind_udp(addr: SocketAddr) -> io::Result<StdUdpSocket> {
         // same); PROBE ignores path-MTU updates from ICMP, which anyone can forge. A reply
         // too large for the interface fails with EMSGSIZE and is sent truncated instead.
         // It also spares the kernel a hashed IP ID per reply (about 1% of the CPU).
-        rustix::net::sockopt::set_ip_mtu_discover(&socket, Ipv4PathMtuDiscovery::PROBE)?;
+        if let Err(e) =
+            rustix::net::sockopt::set_ip_mtu_discover(&socket, Ipv4PathMtuDiscovery::PROBE)
+        {
+            warn!(%addr, error = %e, "cannot set DF on UDP replies; large ones may be fragmented");
+        }
     }
     socket.bind(&addr.into())?;
     let socket: StdUdpSocket = socket.into();
@@ -242,9 +248,8 @@ impl UdpWorker {
         let mut bufs = vec![[0u8; MAX_UDP_QUERY]; UDP_BATCH];
         let mut outs: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| Vec::with_capacity(1232)).collect();
         let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
-        let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
         let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(UDP_BATCH);
-        let mut reply_to: Vec<Option<SockaddrStorage>> = Vec::with_capacity(UDP_BATCH);
+        let mut reply_to: Vec<SocketAddrAny> = Vec::with_capacity(UDP_BATCH);
         let mut pacer = Pacer::new(self.coalesce);
         if !self.coalesce.is_zero() {
             // Sleep for the window asked, not the default 50 us slack on top of it.
@@ -318,21 +323,19 @@ impl UdpWorker {
             reply_to.clear();
             let mut answered = 0u64;
             for (i, (len, addr)) in received.iter().enumerate() {
-                let Some(addr) = addr else { continue };
+                let Some(peer) = addr.as_ref().and_then(to_socket_addr) else {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
                 let packet = &bufs[i][..*len];
                 let out = &mut outs[reply_to.len()];
                 match answer::answer(packet, &snapshot, &self.ctx, out) {
                     Outcome::Reply { rcode, qtype } => {
-                        reply_to.push(Some(*addr));
+                        reply_to.push(SocketAddrAny::from(peer));
                         self.stats.answered(rcode, qtype);
                         answered += 1;
                     }
-                    Outcome::Forward => match to_socket_addr(addr) {
-                        Some(peer) => self.forward(packet, peer),
-                        None => {
-                            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
+                    Outcome::Forward => self.forward(packet, peer),
                     Outcome::Drop => {
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -343,13 +346,18 @@ impl UdpWorker {
             self.stats
                 .latency_batch(answered, started.elapsed().as_nanos() as u64);
             if !reply_to.is_empty() {
-                let too_large = self.send(fd, &mut send_headers, &outs, &reply_to);
+                let too_large = self.send(&outs, &reply_to);
                 // Too large for the interface (replies are never fragmented: see
                 // `bind_udp`): send those truncated, so their clients retry over TCP.
                 for i in (0..reply_to.len()).filter(|i| too_large & (1 << i) != 0) {
-                    let Some(to) = &reply_to[i] else { continue };
                     if !answer::truncate_reply(&mut outs[i])
-                        || sendto(fd, &outs[i], to, MsgFlags::empty()).is_err()
+                        || rustix::net::sendto(
+                            &*self.socket,
+                            &outs[i],
+                            SendFlags::empty(),
+                            &reply_to[i],
+                        )
+                        .is_err()
                     {
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -361,38 +369,38 @@ impl UdpWorker {
 
     /// Sends `outs[i]` to `to[i]` with as few `sendmmsg` calls as it takes. sendmmsg stops
     /// at the first reply it cannot send (a client with no route back, a firewall rule):
-    /// that one is skipped and counted, and the rest sent. Returns the replies refused as
-    /// too large (EMSGSIZE), as bits.
-    fn send(
-        &self,
-        fd: RawFd,
-        headers: &mut MultiHeaders<SockaddrStorage>,
-        outs: &[Vec<u8>],
-        to: &[Option<SockaddrStorage>],
-    ) -> u32 {
-        let slices: [[IoSlice; 1]; UDP_BATCH] =
-            std::array::from_fn(|i| [IoSlice::new(&outs[i][..])]);
-        let no_cmsgs: [ControlMessage; 0] = [];
+    /// that one is skipped and counted, and the rest sent; a send buffer still full after
+    /// the socket's write timeout drops the rest of the batch. Returns the replies refused
+    /// as too large (EMSGSIZE), as bits.
+    fn send(&self, outs: &[Vec<u8>], to: &[SocketAddrAny]) -> u32 {
+        let iovs: [[IoSlice; 1]; UDP_BATCH] = std::array::from_fn(|i| [IoSlice::new(&outs[i][..])]);
+        let mut controls: [SendAncillaryBuffer; UDP_BATCH] =
+            std::array::from_fn(|_| SendAncillaryBuffer::default());
+        let mut msgs: SmallVec<[MMsgHdr; UDP_BATCH]> = to
+            .iter()
+            .zip(&iovs)
+            .zip(controls.iter_mut())
+            .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, &iov[..], control))
+            .collect();
         let mut too_large = 0u32;
         let mut sent = 0;
-        while sent < to.len() {
-            match sendmmsg(
-                fd,
-                headers,
-                slices[sent..to.len()].iter(),
-                &to[sent..],
-                no_cmsgs,
-                MsgFlags::empty(),
-            ) {
-                Ok(results) => sent += results.count().max(1),
-                Err(Errno::EMSGSIZE) => {
+        while sent < msgs.len() {
+            match rustix::net::sendmmsg(&*self.socket, &mut msgs[sent..], SendFlags::empty()) {
+                Ok(n) if n > 0 => sent += n,
+                Err(rustix::io::Errno::MSGSIZE) => {
                     too_large |= 1 << sent;
                     sent += 1;
                 }
-                Err(e) => {
+                Err(e) if e != rustix::io::Errno::AGAIN => {
                     debug!(error = %e, "udp send error");
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     sent += 1;
+                }
+                other => {
+                    debug!(result = ?other, unsent = msgs.len() - sent, "udp send buffer full");
+                    let unsent = (msgs.len() - sent) as u64;
+                    self.stats.dropped.fetch_add(unsent, Ordering::Relaxed);
+                    break;
                 }
             }
         }
@@ -407,7 +415,7 @@ impl UdpWorker {
         ) else {
             let mut out = Vec::new();
             answer::servfail(packet, &self.ctx, &mut out);
-            let _ = self.socket.send_to(&out, peer);
+            send_reply(&self.socket, out, peer, &self.stats);
             self.stats.forward_failures.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -427,7 +435,7 @@ impl UdpWorker {
                     out
                 }
             };
-            let _ = socket.send_to(&resp, peer);
+            send_reply(&socket, resp, peer, &stats);
         });
     }
 }
@@ -599,6 +607,24 @@ fn ignore_eagain(result: nix::Result<()>) -> nix::Result<()> {
         Err(Errno::EAGAIN) => Ok(()),
         other => other,
     }
+}
+
+/// Sends one reply from the listening socket (forwarded answers, SERVFAIL); one too large
+/// for the interface goes out truncated, like the worker's own.
+fn send_reply(socket: &StdUdpSocket, mut reply: Vec<u8>, peer: SocketAddr, stats: &WorkerStats) {
+    match socket.send_to(&reply, peer) {
+        Ok(_) => return,
+        Err(e)
+            if e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error())
+                && answer::truncate_reply(&mut reply) =>
+        {
+            if socket.send_to(&reply, peer).is_ok() {
+                return;
+            }
+        }
+        Err(e) => debug!(error = %e, "udp send error"),
+    }
+    stats.dropped.fetch_add(1, Ordering::Relaxed);
 }
 
 fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
