@@ -313,6 +313,8 @@ impl UdpWorker {
                 // still good.
                 Err(e) if received.is_empty() => {
                     debug!(error = %e, "udp receive error");
+                    // Block on the next receive: a lasting error must not spin a probe loop.
+                    pacer.received(0, UDP_WAKE);
                     continue;
                 }
                 _ => {}
