@@ -1,7 +1,8 @@
 //! The DNS sockets: UDP worker threads and TCP connection tasks around `answer`.
 //!
-//! UDP is served by plain blocking threads (several per socket): one `recvfrom`, one answer
-//! from the current snapshot, one `sendto`, with no executor in between. TCP connections
+//! UDP is served by plain blocking threads (several per socket): one `recvmmsg`, answers
+//! from the current snapshot, one `sendmmsg`, with no executor in between; under load a
+//! worker lets queries gather (`Pacer`). TCP connections
 //! are tokio tasks. Queries for names that are not ours go to the `Forwarder` as tasks, so
 //! a slow upstream never holds up a worker.
 
