@@ -260,50 +260,32 @@ impl UdpWorker {
         while !self.stop.load(Ordering::Relaxed) {
             received.clear();
             let mut wait_from = idle_since;
-            let outcome = if pacer.gathering() {
-                // Look without blocking first: queries already queued (a client sending as
-                // fast as it is answered) are answered at once. Only when fewer than
-                // MIN_GATHERED are there does the worker sleep for the window, keeping those
-                // few, and then take what came meanwhile.
-                let mut outcome = ignore_eagain(receive(
-                    fd,
-                    &mut recv_headers,
-                    &mut bufs,
-                    &mut received,
-                    MsgFlags::MSG_DONTWAIT,
-                ));
+            // While gathering, look without blocking first: queries already queued (a client
+            // sending as fast as it is answered) are answered at once. Only when fewer than
+            // MIN_GATHERED are there does the worker sleep for the window, keeping those
+            // few, and then take what came meanwhile (an error or EAGAIN with some held
+            // falls through to answering them).
+            let gathering = pacer.gathering();
+            let first = if gathering {
+                MsgFlags::MSG_DONTWAIT
+            } else {
+                MsgFlags::MSG_WAITFORONE
+            };
+            let mut outcome = receive(fd, &mut recv_headers, &mut bufs, &mut received, first);
+            if gathering {
+                outcome = ignore_eagain(outcome);
                 if outcome.is_ok() && received.len() < MIN_GATHERED {
                     std::thread::sleep(pacer.window());
                     self.stats.udp_pauses.fetch_add(1, Ordering::Relaxed);
                     wait_from = Instant::now();
-                    outcome = if received.is_empty() {
-                        receive(
-                            fd,
-                            &mut recv_headers,
-                            &mut bufs,
-                            &mut received,
-                            MsgFlags::MSG_WAITFORONE,
-                        )
+                    let then = if received.is_empty() {
+                        MsgFlags::MSG_WAITFORONE
                     } else {
-                        ignore_eagain(receive(
-                            fd,
-                            &mut recv_headers,
-                            &mut bufs,
-                            &mut received,
-                            MsgFlags::MSG_DONTWAIT,
-                        ))
+                        MsgFlags::MSG_DONTWAIT
                     };
+                    outcome = receive(fd, &mut recv_headers, &mut bufs, &mut received, then);
                 }
-                outcome
-            } else {
-                receive(
-                    fd,
-                    &mut recv_headers,
-                    &mut bufs,
-                    &mut received,
-                    MsgFlags::MSG_WAITFORONE,
-                )
-            };
+            }
             match outcome {
                 Err(Errno::EAGAIN | Errno::EINTR) if received.is_empty() => {
                     // Nothing came within UDP_WAKE: the stream is over.

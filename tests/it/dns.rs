@@ -559,10 +559,8 @@ fn udp_replies_too_large_for_the_interface_come_truncated_not_fragmented() {
             .expect("spawn joyride in namespace"),
     );
     let at = format!("@{}", server.ip);
-    let udp_only = [
+    let query = [
         "+bufsize=4096",
-        "+ignore",
-        "+notcp",
         "+time=2",
         "+tries=1",
         "-p",
@@ -571,23 +569,12 @@ fn udp_replies_too_large_for_the_interface_come_truncated_not_fragmented() {
         "big.docker",
         "A",
     ];
+    let udp_only = [&["+ignore", "+notcp"], &query[..]].concat();
     let ready = wait_until(Duration::from_secs(20), || {
         dig_in(&client.ns, &udp_only).contains("status: NOERROR")
     });
     let udp = dig_in(&client.ns, &udp_only);
-    let tcp_fallback = dig_in(
-        &client.ns,
-        &[
-            "+bufsize=4096",
-            "+time=2",
-            "+tries=1",
-            "-p",
-            "5353",
-            &at,
-            "big.docker",
-            "A",
-        ],
-    );
+    let tcp_fallback = dig_in(&client.ns, &query);
     assert!(ready, "joyride in a namespace did not answer: {udp}");
     assert!(udp.contains(" tc") && udp.contains("ANSWER: 0,"), "{udp}");
     assert!(
