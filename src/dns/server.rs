@@ -1,16 +1,16 @@
 //! The DNS sockets: UDP worker threads and TCP connection tasks around `answer`.
 //!
-//! UDP is served by plain blocking threads (several per socket): one `recvmmsg`, answers
-//! from the current snapshot, one `sendmmsg`, with no executor in between; under load a
-//! worker lets queries gather (`Pacer`). TCP connections
-//! are tokio tasks. Queries for names that are not ours go to the `Forwarder` as tasks, so
+//! UDP is served by plain blocking threads (several per socket, taking turns to receive):
+//! one `recvmmsg`, answers from the current snapshot, one `sendmmsg`, with no executor in
+//! between; under load a worker lets queries gather (`Pacer`). TCP connections are tokio
+//! tasks. Queries for names that are not ours go to the `Forwarder` as tasks, so
 //! a slow upstream never holds up a worker.
 
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -172,9 +172,11 @@ impl DnsServer {
         let mut threads = Vec::new();
         for socket in &self.listeners.udp {
             info!(addr = %socket.local_addr()?, "dns listening (udp)");
+            let turn = Arc::new(Mutex::new(Pacer::new(self.config.udp_coalesce)));
             for n in 0..self.config.udp_threads.max(1) {
                 let worker = UdpWorker {
                     socket: socket.clone(),
+                    turn: turn.clone(),
                     reader: self.reader.clone(),
                     ctx: AnswerContext {
                         transport: Transport::Udp,
@@ -186,7 +188,6 @@ impl DnsServer {
                     runtime: runtime.clone(),
                     stats: self.stats.worker(),
                     stop: stop.clone(),
-                    coalesce: self.config.udp_coalesce,
                 };
                 let name = format!("dns-udp-{n}");
                 threads.push(
@@ -228,6 +229,8 @@ impl DnsServer {
 /// One UDP worker thread.
 struct UdpWorker {
     socket: Arc<StdUdpSocket>,
+    /// The turn to receive on `socket`, shared by its workers, with the gathering state.
+    turn: Arc<Mutex<Pacer>>,
     reader: SnapshotReader,
     ctx: AnswerContext,
     forwarder: Option<Arc<Forwarder>>,
@@ -235,7 +238,6 @@ struct UdpWorker {
     runtime: tokio::runtime::Handle,
     stats: Arc<WorkerStats>,
     stop: Arc<AtomicBool>,
-    coalesce: Duration,
 }
 
 impl UdpWorker {
@@ -244,6 +246,13 @@ impl UdpWorker {
     /// `sendmmsg`. Under load this halves the system calls per answer or better; with one
     /// datagram at a time it costs what `recvfrom`/`sendto` would. Nothing is allocated per
     /// query or per batch.
+    ///
+    /// The workers of a socket take turns to receive (leader and followers): the one that
+    /// holds the turn keeps it while it answers, so at most loads one worker serves the
+    /// socket and the others sleep, and batches stay as large as a lone worker's (several
+    /// workers all blocked in `recvmmsg` would each wake for a datagram or two, and
+    /// gathering could not work). A full batch means more is queued: the worker gives up
+    /// the turn before answering it, and the next worker receives meanwhile.
     fn run(self) {
         let fd = self.socket.as_raw_fd();
         let mut bufs = vec![[0u8; MAX_UDP_QUERY]; UDP_BATCH];
@@ -251,13 +260,23 @@ impl UdpWorker {
         let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
         let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(UDP_BATCH);
         let mut reply_to: Vec<SocketAddrAny> = Vec::with_capacity(UDP_BATCH);
-        let mut pacer = Pacer::new(self.coalesce);
-        if !self.coalesce.is_zero() {
-            // Sleep for the window asked, not the default 50 us slack on top of it.
-            let _ = nix::sys::prctl::set_timerslack(1_000);
-        }
+        // Sleep for the gathering window asked, not the default 50 us slack on top of it.
+        let _ = nix::sys::prctl::set_timerslack(1_000);
+        let mut held: Option<MutexGuard<Pacer>> = None;
         let mut idle_since = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            let mut pacer = match held.take() {
+                Some(pacer) => pacer,
+                None => {
+                    // A worker panicking mid-batch leaves the pacer consistent.
+                    let pacer = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    idle_since = Instant::now();
+                    pacer
+                }
+            };
             received.clear();
             let mut wait_from = idle_since;
             // While gathering, look without blocking first: queries already queued (a client
@@ -290,6 +309,7 @@ impl UdpWorker {
                 Err(Errno::EAGAIN | Errno::EINTR) if received.is_empty() => {
                     // Nothing came within UDP_WAKE: the stream is over.
                     pacer.received(0, UDP_WAKE);
+                    held = Some(pacer);
                     continue;
                 }
                 // ICMP errors from earlier sends (ECONNREFUSED) and the like: the socket is
@@ -298,12 +318,18 @@ impl UdpWorker {
                     debug!(error = %e, "udp receive error");
                     // Block on the next receive: a lasting error must not spin a probe loop.
                     pacer.received(0, UDP_WAKE);
+                    held = Some(pacer);
                     continue;
                 }
                 _ => {}
             }
             let started = Instant::now();
             pacer.received(received.len(), started.duration_since(wait_from));
+            if received.len() < UDP_BATCH {
+                held = Some(pacer);
+            } else {
+                drop(pacer);
+            }
             let snapshot = self.reader.load();
             reply_to.clear();
             let mut answered = 0u64;

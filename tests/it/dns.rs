@@ -427,27 +427,7 @@ fn custom_domain() {
 /// gets its own answer, sent to the client that asked.
 #[test]
 fn udp_bursts_from_many_clients_are_all_answered_while_the_worker_gathers() {
-    const NAMES: usize = 64;
-    const CLIENTS: usize = 8;
-    const PER_BURST: usize = 4;
-    let hosts = tempfile::tempdir().unwrap();
-    let text: String = (0..NAMES)
-        .map(|i| format!("10.77.0.{} h{i}\n", i + 1))
-        .collect();
-    std::fs::write(hosts.path().join("many"), text).unwrap();
-    let j = Joyride::start(&[
-        "--no-forward",
-        "--hosts-dir",
-        hosts.path().to_str().unwrap(),
-        "--udp-threads",
-        "1",
-        "--udp-coalesce-us",
-        "1000",
-    ]);
-    assert!(wait_until(Duration::from_secs(5), || j
-        .addresses(&format!("h{}.docker.", NAMES - 1))
-        == vec![format!("10.77.0.{NAMES}")]));
-    let server = j.dns;
+    let (j, _hosts) = start_many_names(1);
     let pauses = || {
         j.get_json("/status")["queries"]["udp_pauses"]
             .as_u64()
@@ -462,45 +442,119 @@ fn udp_bursts_from_many_clients_are_all_answered_while_the_worker_gathers() {
             "the worker never gathered queries: {}",
             j.log_text()
         );
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                std::thread::spawn(move || {
-                    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-                    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                    let mut buf = [0u8; 512];
-                    for burst in 0..200u16 {
-                        let mut asked = std::collections::HashMap::new();
-                        for k in 0..PER_BURST {
-                            let id = burst * PER_BURST as u16 + k as u16;
-                            let n = (c * 7 + id as usize) % NAMES;
-                            let mut m = Message::query_for(&format!("h{n}.docker."), RecordType::A);
-                            m.metadata.id = id;
-                            sock.send_to(&m.to_vec().unwrap(), server).unwrap();
-                            asked.insert(id, n);
-                        }
-                        for _ in 0..PER_BURST {
-                            let (len, from) = sock
-                                .recv_from(&mut buf)
-                                .unwrap_or_else(|e| panic!("client {c} burst {burst}: {e}"));
-                            assert_eq!(from, server);
-                            let reply = Message::from_vec(&buf[..len]).unwrap();
-                            let n = asked
-                                .remove(&reply.metadata.id)
-                                .expect("a reply to a query this client asked, once");
-                            assert_eq!(answers(&reply), vec![format!("10.77.0.{}", n + 1)]);
-                        }
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
+        ask_in_bursts(&j, 4, 200);
         if pauses() > before {
             break;
         }
     }
+}
+
+/// Several workers on one socket take turns to receive: bursts larger than a batch (32)
+/// make the worker holding the turn pass it on, and every query still gets its own answer.
+#[test]
+fn udp_workers_take_turns_when_bursts_outgrow_a_batch() {
+    let (j, _hosts) = start_many_names(4);
+    let before = udp_worker_runtimes(&j);
+    assert_eq!(before.len(), 4, "{before:?}");
+    for rounds in 1.. {
+        ask_in_bursts(&j, 16, 50);
+        let after = udp_worker_runtimes(&j);
+        let worked = before.iter().zip(&after).filter(|(b, a)| a > b).count();
+        if worked >= 2 {
+            break;
+        }
+        assert!(
+            rounds < 10,
+            "one worker did all the work: {before:?} {after:?}"
+        );
+    }
+}
+
+const MANY_NAMES: usize = 64;
+
+/// joyride with `udp_threads` UDP workers, a 1 ms gathering window and MANY_NAMES names
+/// `hN.docker` (10.77.0.N+1), read from the directory returned with it.
+fn start_many_names(udp_threads: usize) -> (Joyride, tempfile::TempDir) {
+    let hosts = tempfile::tempdir().unwrap();
+    let text: String = (0..MANY_NAMES)
+        .map(|i| format!("10.77.0.{} h{i}\n", i + 1))
+        .collect();
+    std::fs::write(hosts.path().join("many"), text).unwrap();
+    let j = Joyride::start(&[
+        "--no-forward",
+        "--hosts-dir",
+        hosts.path().to_str().unwrap(),
+        "--udp-threads",
+        &udp_threads.to_string(),
+        "--udp-coalesce-us",
+        "1000",
+    ]);
+    assert!(wait_until(Duration::from_secs(5), || j
+        .addresses(&format!("h{}.docker.", MANY_NAMES - 1))
+        == vec![format!("10.77.0.{MANY_NAMES}")]));
+    (j, hosts)
+}
+
+/// 8 clients at once, each sending `bursts` bursts of `per_burst` queries back to back and
+/// then reading the replies: each must answer a query that client asked, once, correctly.
+fn ask_in_bursts(j: &Joyride, per_burst: usize, bursts: u16) {
+    const CLIENTS: usize = 8;
+    let server = j.dns;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut buf = [0u8; 512];
+                for burst in 0..bursts {
+                    let mut asked = std::collections::HashMap::new();
+                    for k in 0..per_burst {
+                        let id = burst * per_burst as u16 + k as u16;
+                        let n = (c * 7 + id as usize) % MANY_NAMES;
+                        let mut m = Message::query_for(&format!("h{n}.docker."), RecordType::A);
+                        m.metadata.id = id;
+                        sock.send_to(&m.to_vec().unwrap(), server).unwrap();
+                        asked.insert(id, n);
+                    }
+                    for _ in 0..per_burst {
+                        let (len, from) = sock
+                            .recv_from(&mut buf)
+                            .unwrap_or_else(|e| panic!("client {c} burst {burst}: {e}"));
+                        assert_eq!(from, server);
+                        let reply = Message::from_vec(&buf[..len]).unwrap();
+                        let n = asked
+                            .remove(&reply.metadata.id)
+                            .expect("a reply to a query this client asked, once");
+                        assert_eq!(answers(&reply), vec![format!("10.77.0.{}", n + 1)]);
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
+/// CPU time (ns, from schedstat) of each of joyride's UDP worker threads, by thread id.
+fn udp_worker_runtimes(j: &Joyride) -> Vec<u64> {
+    let tasks = format!("/proc/{}/task", j.child.id());
+    let mut threads: Vec<(u32, u64)> = std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if !comm.starts_with("dns-udp-") {
+                return None;
+            }
+            let tid = dir.file_name()?.to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect();
+    threads.sort();
+    threads.into_iter().map(|(_, ns)| ns).collect()
 }
 
 /// `dig` from inside a test namespace; its whole output.
