@@ -113,7 +113,7 @@ pub struct Cli {
     pub udp_threads: Option<String>,
 
     /// Microseconds a busy UDP worker may let queries gather when its queue is empty; 0:
-    /// never [default: 100]. Only while several come at a time; see README.
+    /// never [default: 200]. Only while several come at a time; see README.
     #[arg(long, env = "JOYRIDE_UDP_COALESCE_US", value_name = "MICROSECONDS")]
     pub udp_coalesce_us: Option<String>,
 
@@ -749,7 +749,7 @@ fn seconds(key: &str, v: &str) -> Result<Duration, ConfigError> {
 }
 
 /// `--udp-coalesce-us` when not given.
-pub const DEFAULT_UDP_COALESCE_US: u64 = 100;
+pub const DEFAULT_UDP_COALESCE_US: u64 = 200;
 
 fn number<T>(key: &str, v: &str, min: T, max: T) -> Result<T, ConfigError>
 where
