@@ -108,7 +108,8 @@ pub struct Cli {
     #[arg(long, env = "JOYRIDE_EDNS_UDP_SIZE", value_name = "BYTES")]
     pub edns_udp_size: Option<String>,
 
-    /// Worker threads per UDP listener [default: the number of CPUs].
+    /// Worker threads per UDP listen address. They take turns to receive: another one takes
+    /// over when a batch of 32 comes back full [default: the number of CPUs].
     #[arg(long, env = "JOYRIDE_UDP_THREADS", value_name = "N")]
     pub udp_threads: Option<String>,
 

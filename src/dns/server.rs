@@ -251,7 +251,7 @@ impl UdpWorker {
     /// holds the turn keeps it while it answers, so at most loads one worker serves the
     /// socket and the others sleep, and batches stay as large as a lone worker's (several
     /// workers all blocked in `recvmmsg` would each wake for a datagram or two, and
-    /// gathering could not work). A full batch means more is queued: the worker gives up
+    /// gathering could not work). A full batch means more is probably queued: the worker gives up
     /// the turn before answering it, and the next worker receives meanwhile.
     fn run(self) {
         let fd = self.socket.as_raw_fd();
@@ -260,7 +260,8 @@ impl UdpWorker {
         let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
         let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(UDP_BATCH);
         let mut reply_to: Vec<SocketAddrAny> = Vec::with_capacity(UDP_BATCH);
-        // Sleep for the gathering window asked, not the default 50 us slack on top of it.
+        // Sleep for the gathering window asked (and wake for UDP_WAKE), not the default
+        // 50 us slack on top of it.
         let _ = nix::sys::prctl::set_timerslack(1_000);
         let mut held: Option<MutexGuard<Pacer>> = None;
         let mut idle_since = Instant::now();

@@ -442,31 +442,35 @@ fn udp_bursts_from_many_clients_are_all_answered_while_the_worker_gathers() {
             "the worker never gathered queries: {}",
             j.log_text()
         );
-        ask_in_bursts(&j, 4, 200);
+        ask_in_bursts(&j, 8, 4, 200);
         if pauses() > before {
             break;
         }
     }
 }
 
-/// Several workers on one socket take turns to receive: bursts larger than a batch (32)
-/// make the worker holding the turn pass it on, and every query still gets its own answer.
+/// Several workers on one socket take turns to receive. Small bursts are served by one
+/// worker alone, with its batches (the others wait for the turn and never run); bursts
+/// larger than a batch (32) make the worker holding the turn pass it on, and every query
+/// still gets its own answer.
 #[test]
-fn udp_workers_take_turns_when_bursts_outgrow_a_batch() {
+fn udp_workers_take_turns_one_serves_small_bursts_and_large_ones_pass_the_turn() {
     let (j, _hosts) = start_many_names(4);
-    let before = udp_worker_runtimes(&j);
+    ask_in_bursts(&j, 2, 4, 20);
+    let before = udp_worker_switches(&j);
     assert_eq!(before.len(), 4, "{before:?}");
+    // At most 8 queries outstanding: never a full batch.
+    ask_in_bursts(&j, 2, 4, 200);
+    let after = udp_worker_switches(&j);
+    let ran = |a: &[u64], b: &[u64]| a.iter().zip(b).filter(|(a, b)| b > a).count();
+    assert_eq!(ran(&before, &after), 1, "{before:?} {after:?}");
     for rounds in 1.. {
-        ask_in_bursts(&j, 16, 50);
-        let after = udp_worker_runtimes(&j);
-        let worked = before.iter().zip(&after).filter(|(b, a)| a > b).count();
-        if worked >= 2 {
+        ask_in_bursts(&j, 8, 16, 50);
+        let now = udp_worker_switches(&j);
+        if ran(&after, &now) >= 2 {
             break;
         }
-        assert!(
-            rounds < 10,
-            "one worker did all the work: {before:?} {after:?}"
-        );
+        assert!(rounds < 10, "the turn never passed on: {after:?} {now:?}");
     }
 }
 
@@ -495,12 +499,12 @@ fn start_many_names(udp_threads: usize) -> (Joyride, tempfile::TempDir) {
     (j, hosts)
 }
 
-/// 8 clients at once, each sending `bursts` bursts of `per_burst` queries back to back and
-/// then reading the replies: each must answer a query that client asked, once, correctly.
-fn ask_in_bursts(j: &Joyride, per_burst: usize, bursts: u16) {
-    const CLIENTS: usize = 8;
+/// `clients` clients at once, each sending `bursts` bursts of `per_burst` queries back to
+/// back and then reading the replies: each must answer a query that client asked, once,
+/// correctly.
+fn ask_in_bursts(j: &Joyride, clients: usize, per_burst: usize, bursts: u16) {
     let server = j.dns;
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..clients)
         .map(|c| {
             std::thread::spawn(move || {
                 let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -537,8 +541,10 @@ fn ask_in_bursts(j: &Joyride, per_burst: usize, bursts: u16) {
     }
 }
 
-/// CPU time (ns, from schedstat) of each of joyride's UDP worker threads, by thread id.
-fn udp_worker_runtimes(j: &Joyride) -> Vec<u64> {
+/// Context switches (voluntary and not) of each of joyride's UDP worker threads, by thread
+/// id: a thread that ran since the last look has switched at least once more; one blocked
+/// throughout has not.
+fn udp_worker_switches(j: &Joyride) -> Vec<u64> {
     let tasks = format!("/proc/{}/task", j.child.id());
     let mut threads: Vec<(u32, u64)> = std::fs::read_dir(&tasks)
         .unwrap()
@@ -549,12 +555,17 @@ fn udp_worker_runtimes(j: &Joyride) -> Vec<u64> {
                 return None;
             }
             let tid = dir.file_name()?.to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
-            Some((tid, stat.split_whitespace().next()?.parse().ok()?))
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let switches = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            Some((tid, switches))
         })
         .collect();
     threads.sort();
-    threads.into_iter().map(|(_, ns)| ns).collect()
+    threads.into_iter().map(|(_, n)| n).collect()
 }
 
 /// `dig` from inside a test namespace; its whole output.
