@@ -251,8 +251,8 @@ impl UdpWorker {
     /// holds the turn keeps it while it answers, so at most loads one worker serves the
     /// socket and the others sleep, and batches stay as large as a lone worker's (several
     /// workers all blocked in `recvmmsg` would each wake for a datagram or two, and
-    /// gathering could not work). A full batch means more is probably queued: the worker gives up
-    /// the turn before answering it, and the next worker receives meanwhile.
+    /// gathering could not work). A full batch means more is probably queued: the worker
+    /// gives up the turn before answering it, and the next worker receives meanwhile.
     fn run(self) {
         let fd = self.socket.as_raw_fd();
         let mut bufs = vec![[0u8; MAX_UDP_QUERY]; UDP_BATCH];
