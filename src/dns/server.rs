@@ -359,18 +359,9 @@ impl UdpWorker {
                 .latency_batch(answered, started.elapsed().as_nanos() as u64);
             if !reply_to.is_empty() {
                 let too_large = self.send(&outs, &reply_to);
-                // Too large for the interface (replies are never fragmented: see
-                // `bind_udp`): send those truncated, so their clients retry over TCP.
+                // Too large for the interface: sent truncated.
                 for i in (0..reply_to.len()).filter(|i| too_large & (1 << i) != 0) {
-                    if !answer::truncate_reply(&mut outs[i])
-                        || rustix::net::sendto(
-                            &*self.socket,
-                            &outs[i],
-                            SendFlags::empty(),
-                            &reply_to[i],
-                        )
-                        .is_err()
-                    {
+                    if !send_truncated(&self.socket, &mut outs[i], &reply_to[i]) {
                         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -624,19 +615,26 @@ fn ignore_eagain(result: nix::Result<()>) -> nix::Result<()> {
 /// Sends one reply from the listening socket (forwarded answers, SERVFAIL); one too large
 /// for the interface goes out truncated, like the worker's own.
 fn send_reply(socket: &StdUdpSocket, mut reply: Vec<u8>, peer: SocketAddr, stats: &WorkerStats) {
-    match socket.send_to(&reply, peer) {
-        Ok(_) => return,
-        Err(e)
-            if e.raw_os_error() == Some(rustix::io::Errno::MSGSIZE.raw_os_error())
-                && answer::truncate_reply(&mut reply) =>
-        {
-            if socket.send_to(&reply, peer).is_ok() {
-                return;
-            }
+    let to = SocketAddrAny::from(peer);
+    let sent = match rustix::net::sendto(socket, &reply, SendFlags::empty(), &to) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::MSGSIZE) => send_truncated(socket, &mut reply, &to),
+        Err(e) => {
+            debug!(error = %e, "udp send error");
+            false
         }
-        Err(e) => debug!(error = %e, "udp send error"),
+    };
+    if !sent {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
-    stats.dropped.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sends a reply the kernel refused as too large for the interface (EMSGSIZE; replies are
+/// never fragmented, see `bind_udp`) cut to header and question with TC set, so the client
+/// retries over TCP. False when that cannot be done either.
+fn send_truncated(socket: &StdUdpSocket, reply: &mut Vec<u8>, to: &SocketAddrAny) -> bool {
+    answer::truncate_reply(reply)
+        && rustix::net::sendto(socket, reply, SendFlags::empty(), to).is_ok()
 }
 
 fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
